@@ -1,0 +1,3 @@
+from dml_bench.evaluation.retrieval import retrieval_metrics
+
+__all__ = ["retrieval_metrics"]

@@ -1,0 +1,6 @@
+"""Backbones and the embedder that wraps them."""
+
+from dml_bench.models.embedder import Embedder
+from dml_bench.models.small_cnn import SmallConvNet
+
+__all__ = ["Embedder", "SmallConvNet"]

@@ -1,0 +1,53 @@
+# The first two targets are all a newcomer types: `make train`, `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# FAISS=gpu installs faiss-gpu instead of faiss-cpu (never both in one environment).
+FAISS ?= cpu
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed-$(FAISS)
+ARGS ?=
+DATASET ?= cub200
+SOURCE ?=
+SWEEP_DIR ?= outputs/multirun/quickstart-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: setup train test test-all sweep results tensorboard data lint clean
+
+train: setup  ## the main job on the embedded quickstart data
+	$(PY) -m dml_bench.train experiment=quickstart $(ARGS)
+
+test: setup  ## the default (fast) test suite
+	$(PY) -m pytest -q $(ARGS)
+
+test-all: setup  ## every test, the slow ones too
+	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip uninstall -q -y $(if $(filter gpu,$(FAISS)),faiss-cpu,faiss-gpu-cu12) >/dev/null 2>&1 || true
+	$(PY) -m pip install -q -e ".[dev,$(FAISS)]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+sweep: setup  ## cross-entropy vs pairwise losses on the quickstart, then the results table
+	$(PY) -m dml_bench.train -m experiment=quickstart loss=cross_entropy,contrastive \
+		hydra.sweep.dir=$(SWEEP_DIR) trainer.progress=false $(ARGS)
+	$(PY) scripts/collect_results.py $(SWEEP_DIR)
+
+results: setup  ## table of every run under outputs/
+	$(PY) scripts/collect_results.py outputs
+
+tensorboard: setup
+	$(VENV)/bin/tensorboard --logdir outputs
+
+data: setup  ## make data DATASET=cub200|cars196|sop|inshop [SOURCE=dir-or-url]
+	$(PY) -m dml_bench.prepare_data $(DATASET) --root data/$(DATASET) $(if $(SOURCE),--source $(SOURCE))
+
+lint: setup
+	$(VENV)/bin/ruff check dml_bench scripts tests
+
+clean:
+	rm -rf outputs .pytest_cache

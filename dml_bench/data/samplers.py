@@ -1,0 +1,101 @@
+"""Samplers of training indices, deterministic under a seed and shardable across DDP ranks.
+
+Each yields the indices of one epoch, batch after batch; with ``num_replicas > 1`` every global
+batch of ``batch_size`` is cut into equal per-rank slices, so all ranks together see exactly the
+batches a single process would. ``set_epoch`` reseeds (seed + epoch), as DistributedSampler does.
+"""
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class _EpochSampler(Sampler[int]):
+    def __init__(self, labels: Sequence[int], batch_size: int, seed: int, num_replicas: int, rank: int):
+        if batch_size % num_replicas:
+            raise ValueError(f"batch_size {batch_size} is not divisible by {num_replicas} ranks")
+        self.labels = torch.as_tensor(list(labels))
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def num_batches(self) -> int:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size // self.num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        batches = self.global_batches(generator).view(self.num_batches, self.batch_size)
+        per_rank = self.batch_size // self.num_replicas
+        own = batches[:, self.rank * per_rank : (self.rank + 1) * per_rank]
+        return iter(own.reshape(-1).tolist())
+
+    def global_batches(self, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class UniformSampler(_EpochSampler):
+    """Uniform random batches without replacement (the paper's); the last partial batch dropped."""
+
+    def __init__(self, labels, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        super().__init__(labels, batch_size, seed, num_replicas, rank)
+        if len(self.labels) < batch_size:
+            raise ValueError(f"{len(self.labels)} training images cannot fill a batch of {batch_size}")
+
+    @property
+    def num_batches(self) -> int:
+        return len(self.labels) // self.batch_size
+
+    def global_batches(self, generator):
+        order = torch.randperm(len(self.labels), generator=generator)
+        return order[: self.num_batches * self.batch_size]
+
+
+class MPerClassSampler(_EpochSampler):
+    """Batches of ``batch_size // m`` distinct classes with ``m`` images each.
+
+    An epoch has ``len(labels) // batch_size`` batches (as many as the uniform sampler), so both
+    samplers see the same number of images per epoch. Classes with fewer than ``m`` images are
+    sampled with replacement within the class.
+    """
+
+    def __init__(self, labels, batch_size: int, m: int = 4, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        super().__init__(labels, batch_size, seed, num_replicas, rank)
+        if batch_size % m:
+            raise ValueError(f"batch_size {batch_size} must be a multiple of m={m}")
+        self.m = m
+        self.classes_per_batch = batch_size // m
+        self.class_members = [
+            torch.nonzero(self.labels == c).flatten() for c in torch.unique(self.labels)
+        ]
+        if len(self.class_members) < self.classes_per_batch:
+            raise ValueError(
+                f"m_per_class needs {self.classes_per_batch} classes per batch "
+                f"(batch_size {batch_size} / m {m}) but the data has {len(self.class_members)}"
+            )
+
+    @property
+    def num_batches(self) -> int:
+        return max(1, len(self.labels) // self.batch_size)
+
+    def global_batches(self, generator):
+        batches = []
+        for _ in range(self.num_batches):
+            classes = torch.randperm(len(self.class_members), generator=generator)[: self.classes_per_batch]
+            for c in classes.tolist():
+                members = self.class_members[c]
+                if len(members) >= self.m:
+                    pick = torch.randperm(len(members), generator=generator)[: self.m]
+                else:
+                    pick = torch.randint(len(members), (self.m,), generator=generator)
+                batches.append(members[pick])
+        return torch.cat(batches)

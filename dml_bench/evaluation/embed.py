@@ -1,0 +1,45 @@
+"""Embedding extraction: the one code path the trainer and ``dml_bench.evaluate`` share."""
+
+import contextlib
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    """bf16/fp16 autocast on CUDA when an AMP dtype is set; a no-op otherwise."""
+    if amp_dtype is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=amp_dtype)
+
+
+@torch.inference_mode()
+def extract_embeddings(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    desc: str = "embed",
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embed every image of ``loader`` with the model in eval mode.
+
+    Returns float32 embeddings (N, D) on ``device`` and the dataset's own class labels (N,),
+    in dataset order; checks that every image was embedded exactly once.
+    """
+    was_training = model.training
+    model.eval()
+    dataset = loader.dataset
+    chunks, indices = [], []
+    for images, _, index in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        with autocast(device, amp_dtype):
+            chunks.append(model(images.to(device, non_blocking=True)).float())
+        indices.append(index)
+    model.train(was_training)
+    indices = torch.cat(indices)
+    if len(indices) != len(dataset) or not torch.equal(indices, torch.arange(len(dataset))):
+        raise RuntimeError(f"embedded {len(indices)} images out of order or incompletely, expected {len(dataset)}")
+    labels = torch.as_tensor(dataset.labels)
+    return torch.cat(chunks), labels

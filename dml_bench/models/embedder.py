@@ -1,0 +1,44 @@
+"""Embedder = backbone (pooled features) + neck: optional linear, BatchNorm1d, L2 normalisation."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Embedder(nn.Module):
+    """(B, 3, H, W) -> (B, embedding_size).
+
+    The neck, in order: ``Linear(backbone.out_features, embedding_size)`` when ``embedding_size``
+    is set; ``BatchNorm1d(affine=False)`` when ``bn1d`` (the paper on Cars, SOP, In-Shop); L2
+    normalisation when ``l2_normalize``. ``freeze_bn`` keeps every BatchNorm2d of the backbone
+    in eval mode during training (running statistics frozen, affine parameters still trained).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        embedding_size: int | None = None,
+        bn1d: bool = False,
+        l2_normalize: bool = False,
+        freeze_bn: bool = False,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        features = backbone.out_features
+        self.linear = nn.Linear(features, embedding_size) if embedding_size else nn.Identity()
+        self.embedding_size = embedding_size or features
+        self.bn1d = nn.BatchNorm1d(self.embedding_size, affine=False) if bn1d else nn.Identity()
+        self.l2_normalize = l2_normalize
+        self.freeze_bn = freeze_bn
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        embeddings = self.bn1d(self.linear(self.backbone(images)))
+        return F.normalize(embeddings, dim=1) if self.l2_normalize else embeddings

@@ -1,0 +1,106 @@
+"""Train an embedding: ``python -m dml_bench.train [experiment=NAME] [overrides...]``.
+
+Reads top to bottom in the order data flows: config -> data -> model -> loss (+ miner) ->
+optimizer + schedule -> Trainer.fit -> metrics. Every object is built here and injected.
+"""
+
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dml_bench.data.loaders import make_loader
+from dml_bench.data.splits import open_split
+from dml_bench.engine.optim import param_groups
+from dml_bench.engine.run_files import run_info, write_json
+from dml_bench.engine.trainer import Trainer
+from dml_bench.errors import UserError
+from dml_bench.evaluation.evaluator import RetrievalEvaluator
+from dml_bench.utils import report_user_errors, resolve_amp, resolve_device, seed_everything
+
+log = logging.getLogger("dml_bench.train")
+
+
+def build_datasets(cfg: DictConfig) -> dict:
+    """The training split and the evaluation split(s); prepares the embedded data on first use."""
+    data = cfg.dataset
+    if data.get("prepare") and not (Path(data.root) / "splits" / f"{data.train_split}.csv").exists():
+        log.info("preparing %s under %s", data.name, data.root)
+        instantiate(data.prepare, root=data.root)
+    splits = {"train": (data.train_split, data.train_transform), "query": (data.query_split, data.test_transform)}
+    if data.gallery_split:
+        splits["gallery"] = (data.gallery_split, data.test_transform)
+    return {role: open_split(data.name, data.root, split, instantiate(transform))
+            for role, (split, transform) in splits.items()}
+
+
+def build_loss(cfg: DictConfig, num_classes: int, embedding_size: int) -> tuple[torch.nn.Module, float | None]:
+    """Instantiate the loss, filling ``num_classes``/``embedding_size`` where its config asks."""
+    options = OmegaConf.to_container(cfg.loss, resolve=False)
+    param_lr = options.pop("param_lr", None)
+    filled = {key: value for key, value in (("num_classes", num_classes), ("embedding_size", embedding_size))
+              if key in options}
+    return instantiate(OmegaConf.create(options), **filled), param_lr
+
+
+def build_miner(cfg: DictConfig, loss: torch.nn.Module):
+    if not cfg.miner or cfg.miner.get("_target_") is None:
+        return None
+    if not getattr(loss, "accepts_indices_tuple", True):
+        raise UserError(f"miner={cfg.miner._target_.rsplit('.', 1)[-1]} cannot be used with "
+                        f"{type(loss).__name__}, which takes no mined pairs; use miner=none or a pairwise loss.")
+    return instantiate(cfg.miner)
+
+
+def train(cfg: DictConfig) -> float:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.trainer.device)
+    amp_dtype = resolve_amp(cfg.trainer.amp, device)
+    write_json(run_dir / "run_info.json", run_info(device, cfg.seed))
+
+    datasets = build_datasets(cfg)
+    train_set = datasets["train"]
+    pin_memory = device.type == "cuda" if cfg.trainer.pin_memory == "auto" else cfg.trainer.pin_memory
+    loader_options = dict(num_workers=cfg.trainer.num_workers, pin_memory=pin_memory, seed=cfg.seed)
+    sampler = instantiate(cfg.sampler)(labels=train_set.targets, batch_size=cfg.trainer.batch_size, seed=cfg.seed)
+    train_loader = make_loader(train_set, cfg.trainer.batch_size, sampler=sampler, drop_last=True, **loader_options)
+    eval_loaders = {role: make_loader(datasets[role], cfg.evaluation.batch_size, **loader_options)
+                    for role in ("query", "gallery") if role in datasets}
+
+    model = instantiate(cfg.model).to(device)
+    loss, param_lr = build_loss(cfg, train_set.num_classes, model.embedding_size)
+    loss = loss.to(device)
+    miner = build_miner(cfg, loss)
+
+    optimizer = instantiate(cfg.optimizer)(param_groups(model, loss, cfg.optimizer.weight_decay, param_lr))
+    scheduler = None
+    if cfg.scheduler and cfg.scheduler.get("_target_"):
+        scheduler = instantiate(cfg.scheduler, optimizer=optimizer,
+                                total_iters=max(1, cfg.trainer.epochs * len(train_loader)))
+
+    evaluator = RetrievalEvaluator(eval_loaders["query"], eval_loaders.get("gallery"),
+                                   recall_ks=cfg.evaluation.recall_ks, distance=cfg.evaluation.distance,
+                                   backend=cfg.evaluation.backend, progress=cfg.trainer.progress)
+    trainer = Trainer(
+        model=model, loss=loss, miner=miner, optimizer=optimizer, scheduler=scheduler,
+        train_loader=train_loader, evaluator=evaluator, run_dir=run_dir, epochs=cfg.trainer.epochs,
+        device=device, amp_dtype=amp_dtype, eval_every=cfg.trainer.eval_every, monitor=cfg.trainer.monitor,
+        log_every_steps=cfg.trainer.log_every_steps, grad_clip=cfg.trainer.grad_clip,
+        config=OmegaConf.to_container(cfg, resolve=True), progress=cfg.trainer.progress,
+    )
+    summary = trainer.fit()
+    return summary["metrics"][cfg.trainer.monitor]
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> float:
+    return report_user_errors(train, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Small helpers of the entry points: seeding, device choice, running with user-facing errors."""
+
+import logging
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+
+from dml_bench.errors import UserError
+
+log = logging.getLogger("dml_bench")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.device={device} but CUDA is not available here; use trainer.device=cpu or auto.")
+    return torch.device(device)
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """auto: bf16 on CUDA, none on CPU."""
+    choices = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if amp not in choices:
+        raise UserError(f"trainer.amp={amp} is not one of auto, {', '.join(choices)}.")
+    return choices[amp] if device.type == "cuda" else None
+
+
+def report_user_errors(function, *args):
+    """Run ``function``; a UserError ends the process with its paragraph and no traceback
+    (HYDRA_FULL_ERROR=1 re-raises it to show the traceback)."""
+    try:
+        return function(*args)
+    except UserError as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("%s", error)
+        print(f"\nError: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,48 @@
+"""Shared fixtures: the real config tree composed in one place, and small real training runs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+
+# A smaller rendering of the embedded glyph data (one rendering per font) and one short epoch:
+# every test that trains uses these, so the suite stays fast on two CPU cores.
+FAST_OVERRIDES = [
+    "dataset.root=data/glyphs-tests",
+    "dataset.prepare.renderings_per_font=1",
+    "dataset.prepare.min_per_class=5",
+    "trainer.epochs=1",
+    "trainer.batch_size=64",
+    "trainer.num_workers=0",
+    "trainer.progress=false",
+    "trainer.log_every_steps=2",
+]
+
+
+def compose_config(overrides=()):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=False)
+
+
+def run_train(*args: str, env=None, check=True, timeout=600) -> subprocess.CompletedProcess:
+    """``python -m dml_bench.train ARGS`` in a subprocess, from the project root."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    result = subprocess.run([sys.executable, "-m", "dml_bench.train", *args], cwd=ROOT, env=full_env,
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"training failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory) -> Path:
+    """One real one-epoch quickstart run on CPU; returns its run folder."""
+    run_dir = tmp_path_factory.mktemp("quickstart_run")
+    run_train("experiment=quickstart", *FAST_OVERRIDES, "trainer.device=cpu", f"hydra.run.dir={run_dir}")
+    return run_dir

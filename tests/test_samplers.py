@@ -1,0 +1,42 @@
+"""Samplers: deterministic under a seed, m-per-class batches, DDP shards that add up."""
+
+import collections
+
+import pytest
+
+from dml_bench.data import MPerClassSampler, UniformSampler
+
+LABELS = [c for c in range(20) for _ in range(3 + c % 4)]
+
+
+@pytest.mark.parametrize("make", [lambda **kw: UniformSampler(LABELS, 16, **kw),
+                                  lambda **kw: MPerClassSampler(LABELS, 16, m=4, **kw)])
+def test_same_seed_same_order_new_epoch_new_order(make):
+    a, b, c = make(seed=3), make(seed=3), make(seed=4)
+    assert list(a) == list(b) != list(c)
+    b.set_epoch(1)
+    assert list(a) != list(b)
+    assert len(list(a)) == len(a) == (len(LABELS) // 16) * 16
+
+
+def test_uniform_is_without_replacement():
+    order = list(UniformSampler(LABELS, 16, seed=0))
+    assert len(set(order)) == len(order)
+
+
+def test_m_per_class_batches_hold_m_images_of_each_class():
+    sampler = MPerClassSampler(LABELS, 16, m=4, seed=0)
+    order = list(sampler)
+    for start in range(0, len(order), 16):
+        counts = collections.Counter(LABELS[i] for i in order[start:start + 16])
+        assert len(counts) == 4 and set(counts.values()) == {4}
+
+
+@pytest.mark.parametrize("cls", [UniformSampler, MPerClassSampler])
+def test_ranks_split_each_global_batch(cls):
+    single = list(cls(LABELS, 16, seed=0))
+    shards = [list(cls(LABELS, 16, seed=0, num_replicas=2, rank=r)) for r in (0, 1)]
+    rebuilt = []
+    for b in range(len(single) // 16):
+        rebuilt += shards[0][b * 8:(b + 1) * 8] + shards[1][b * 8:(b + 1) * 8]
+    assert rebuilt == single
