@@ -4,3 +4,10 @@ from dml_bench.losses.base import EmbeddingLoss
 from dml_bench.losses.cross_entropy import CrossEntropyLoss
 
 __all__ = ["CrossEntropyLoss", "EmbeddingLoss"]
+
+from dml_bench.losses.center import CenterLoss  # noqa: E402
+from dml_bench.losses.pce import PCELoss  # noqa: E402
+from dml_bench.losses.snca import SNCALoss  # noqa: E402
+from dml_bench.losses.spce import SPCELoss  # noqa: E402
+
+__all__ += ["CenterLoss", "PCELoss", "SNCALoss", "SPCELoss"]
