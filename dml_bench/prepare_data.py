@@ -1,0 +1,89 @@
+"""Command line: ``python -m dml_bench.prepare_data NAME --root DIR`` prepares a benchmark."""
+
+import argparse
+import logging
+import sys
+import textwrap
+
+from dml_bench.data.prepare import DATASETS, prepare_dataset, verify_images
+from dml_bench.errors import UserError
+
+DESCRIPTION = """\
+Prepare a retrieval benchmark in DIR: obtain the official files, check their MD5, extract them
+safely under DIR and write the zero-shot split files DIR/splits/{train,test}.csv (In-Shop:
+train, query, gallery), header "path,label", paths relative to DIR, labels the dataset's own
+class ids. Any folder in this format trains with dataset=csv dataset.root=DIR."""
+
+EPILOG_TAIL = """\
+Downloads stream into DIR/downloads/<file>.part and resume after an interruption; a file gets its
+name only once complete and checked. Files with no official address must be obtained by hand: put
+them in DIR/downloads/ or pass --source. A finished preparation writes DIR/.prepared; running the
+command again then does nothing (delete that file to prepare again). The number of images per
+split must match the full official dataset, otherwise nothing is written."""
+
+
+def _official_files() -> str:
+    lines = ["official files:"]
+    for spec in DATASETS.values():
+        lines.append(f"  {spec.name} ({spec.title})")
+        for f in spec.files:
+            lines.append(f"    {f.name}  MD5 {f.md5 or 'not published'}  {f.url or ''}".rstrip())
+        if spec.where_to_get:
+            lines.extend(textwrap.wrap(
+                f"obtain by hand: {spec.where_to_get}", width=96,
+                initial_indent="    ", subsequent_indent="      ",
+            ))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dml_bench.prepare_data",
+        description=DESCRIPTION,
+        epilog=f"{_official_files()}\n\n{EPILOG_TAIL}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "name", metavar="NAME", choices=sorted(DATASETS), help=f"one of {', '.join(DATASETS)}"
+    )
+    parser.add_argument(
+        "--root", required=True, metavar="DIR", help="the folder the dataset is prepared in"
+    )
+    parser.add_argument(
+        "--source",
+        metavar="DIR_OR_URL",
+        help="a folder, or an http(s)/ftp URL prefix, holding the official files under their "
+        "official names (default: the official URLs, and DIR/downloads/)",
+    )
+    parser.add_argument(
+        "--skip-checksum", action="store_true",
+        help="use files whose MD5 differs from the official one (e.g. a repacked mirror copy)",
+    )
+    parser.add_argument(
+        "--verify", action="store_true",
+        help="afterwards, decode every listed image and list those that fail (exit code 1 if any)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        prepare_dataset(args.name, args.root, source=args.source, skip_checksum=args.skip_checksum)
+        if args.verify:
+            checked, bad = verify_images(args.root)
+            if bad:
+                print(f"{len(bad)} of {checked} images could not be decoded:", file=sys.stderr)
+                for image in bad:
+                    print(f"  {image.path}: {image.reason}", file=sys.stderr)
+                return 1
+            print(f"All {checked} images decode.")
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
