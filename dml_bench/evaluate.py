@@ -1,0 +1,92 @@
+"""Evaluate a checkpoint: ``python -m dml_bench.evaluate checkpoint=RUN_DIR/checkpoints/best.pt``.
+
+The run's saved config decides the data, model and metrics; what the user types on the command
+line replaces the matching parts. Embeds the test split(s) with the same code the trainer uses,
+prints the metrics table and writes ``eval_metrics.json`` (and, with ``save_embeddings=true``,
+``embeddings/*.npy``) next to the checkpoint.
+"""
+
+import logging
+from pathlib import Path
+
+import hydra
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dml_bench.data.loaders import make_loader
+from dml_bench.engine.checkpoint import load_checkpoint
+from dml_bench.engine.run_files import write_json
+from dml_bench.engine.tables import markdown_table
+from dml_bench.errors import UserError
+from dml_bench.evaluation.evaluator import RetrievalEvaluator
+from dml_bench.evaluation.metric_names import NUM_QUERIES
+from dml_bench.train import build_datasets
+from dml_bench.utils import report_user_errors, resolve_amp, resolve_device
+
+log = logging.getLogger("dml_bench.evaluate")
+GROUPS = ("dataset", "model", "loss", "miner", "sampler", "optimizer", "scheduler", "trainer")
+
+
+def run_config(saved: dict, composed: DictConfig, typed_overrides: list[str]) -> DictConfig:
+    """The saved run config with the user's command-line overrides applied on top."""
+    cfg = OmegaConf.create(saved)
+    for override in typed_overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        value = OmegaConf.select(composed, key)
+        OmegaConf.update(cfg, key, OmegaConf.to_container(value) if OmegaConf.is_config(value) else value,
+                         merge=False, force_add=True)
+    return cfg
+
+
+def build_model(model_cfg: DictConfig, state: dict):
+    """The run's model, without fetching pretrained weights: the checkpoint overwrites them."""
+    options = OmegaConf.to_container(model_cfg)
+    for key, neutral in (("pretrained", False), ("weights", None)):
+        if key in options:
+            options[key] = neutral
+    model = instantiate(OmegaConf.create(options))
+    model.load_state_dict(state)
+    return model
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    checkpoint = Path(cfg.checkpoint)
+    if not checkpoint.is_file():
+        raise UserError(f"checkpoint={checkpoint} does not exist; pass a run's checkpoints/best.pt or last.pt.")
+    state = load_checkpoint(checkpoint)
+    save_embeddings = cfg.save_embeddings
+    cfg = run_config(state["config"], cfg, HydraConfig.get().overrides.task)
+    device = resolve_device(cfg.trainer.device)
+    datasets = build_datasets(cfg)
+    loaders = {role: make_loader(datasets[role], cfg.evaluation.batch_size, num_workers=cfg.trainer.num_workers,
+                                 pin_memory=device.type == "cuda")
+               for role in ("query", "gallery") if role in datasets}
+    model = build_model(cfg.model, state["model"]).to(device)
+    evaluator = RetrievalEvaluator(loaders["query"], loaders.get("gallery"), recall_ks=cfg.evaluation.recall_ks,
+                                   distance=cfg.evaluation.distance, backend=cfg.evaluation.backend,
+                                   progress=cfg.trainer.progress)
+    metrics = evaluator(model, device, resolve_amp(cfg.trainer.amp, device))
+    out_dir = checkpoint.parent
+    write_json(out_dir / "eval_metrics.json", {"checkpoint": str(checkpoint), "epoch": state["epoch"],
+                                               "dataset": cfg.dataset.name, "metrics": metrics})
+    if save_embeddings:
+        (out_dir / "embeddings").mkdir(exist_ok=True)
+        for name, values in evaluator.last_embeddings.items():
+            np.save(out_dir / "embeddings" / f"{name}.npy", values.cpu().numpy())
+    names = [k for k in metrics if k != NUM_QUERIES]
+    print(markdown_table(["checkpoint", *names, NUM_QUERIES],
+                         [[f"{checkpoint.name} (epoch {state['epoch']})", *(metrics[k] for k in names),
+                           metrics[NUM_QUERIES]]]))
+    print(f"\nwritten: {out_dir / 'eval_metrics.json'}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    report_user_errors(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()
