@@ -1,6 +1,7 @@
 """Every config in configs/ composes, alone and on top of the quickstart experiment."""
 
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -25,7 +26,14 @@ def test_command_line_group_override_beats_the_experiment(tmp_path):
     assert cfg.dataset.name == "csv"
     assert cfg.dataset.root == str(tmp_path)
     assert cfg.trainer.epochs == 1
-    assert cfg.optimizer.lr == 0.1  # what the experiment sets stays
+    assert cfg.optimizer.lr == 0.4  # what the experiment sets stays
+
+
+def test_swapping_the_optimizer_on_top_of_the_experiment_builds():
+    cfg = compose_config(["experiment=quickstart", "optimizer=adamw", "optimizer.lr=0.003"])
+    param = torch.nn.Parameter(torch.zeros(2, 2))
+    optimizer = instantiate(cfg.optimizer)([{"params": [param]}])
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["lr"] == 0.003
 
 
 def test_quickstart_pins_the_embedded_recipe():
