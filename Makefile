@@ -11,7 +11,7 @@ DATASET ?= cub200
 SOURCE ?=
 SWEEP_DIR ?= outputs/multirun/quickstart-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup train test test-all sweep results tensorboard data lint clean
+.PHONY: setup train test test-all sweep results tensorboard data paper lint clean
 
 train: setup  ## the main job on the embedded quickstart data
 	$(PY) -m dml_bench.train experiment=quickstart $(ARGS)
@@ -45,6 +45,12 @@ tensorboard: setup
 
 data: setup  ## make data DATASET=cub200|cars196|sop|inshop [SOURCE=dir-or-url]
 	$(PY) -m dml_bench.prepare_data $(DATASET) --root data/$(DATASET) $(if $(SOURCE),--source $(SOURCE))
+
+# The paper's recipe on one dataset, on a GPU (the command is printed as it runs):
+#   make paper DATASET=cub|cars|sop|inshop [ARGS="seed=1 protocol=rigorous"]
+PAPER_EXPERIMENT = paper_$(patsubst cub200,cub,$(patsubst cars196,cars,$(DATASET)))
+paper: setup
+	$(PY) -m dml_bench.train experiment=$(PAPER_EXPERIMENT) $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check dml_bench scripts tests

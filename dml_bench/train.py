@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dml_bench.data.loaders import make_loader
 from dml_bench.data.splits import open_split
+from dml_bench.data.validation import class_disjoint_split
+from dml_bench.engine.final_test import test_selected_checkpoint
 from dml_bench.engine.optim import param_groups
 from dml_bench.engine.run_files import run_info, write_json
 from dml_bench.engine.trainer import Trainer
@@ -56,6 +58,12 @@ def build_miner(cfg: DictConfig, loss: torch.nn.Module):
     return instantiate(cfg.miner)
 
 
+def build_evaluator(cfg: DictConfig, query_loader, gallery_loader=None) -> RetrievalEvaluator:
+    return RetrievalEvaluator(query_loader, gallery_loader, recall_ks=cfg.evaluation.recall_ks,
+                              distance=cfg.evaluation.distance, backend=cfg.evaluation.backend,
+                              progress=cfg.trainer.progress)
+
+
 def train(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     seed_everything(cfg.seed)
@@ -64,13 +72,19 @@ def train(cfg: DictConfig) -> float:
     write_json(run_dir / "run_info.json", run_info(device, cfg.seed))
 
     datasets = build_datasets(cfg)
+    if cfg.protocol.validation_fraction:  # protocol=rigorous: select on held-out training classes
+        datasets["train"], datasets["validation"] = class_disjoint_split(
+            datasets["train"], cfg.protocol.validation_fraction, cfg.protocol.split_seed,
+            instantiate(cfg.dataset.test_transform))
+        log.info("validation split: %d of the training classes (%d images) held out",
+                 datasets["validation"].num_classes, len(datasets["validation"]))
     train_set = datasets["train"]
     pin_memory = device.type == "cuda" if cfg.trainer.pin_memory == "auto" else cfg.trainer.pin_memory
     loader_options = dict(num_workers=cfg.trainer.num_workers, pin_memory=pin_memory, seed=cfg.seed)
     sampler = instantiate(cfg.sampler)(labels=train_set.targets, batch_size=cfg.trainer.batch_size, seed=cfg.seed)
     train_loader = make_loader(train_set, cfg.trainer.batch_size, sampler=sampler, drop_last=True, **loader_options)
     eval_loaders = {role: make_loader(datasets[role], cfg.evaluation.batch_size, **loader_options)
-                    for role in ("query", "gallery") if role in datasets}
+                    for role in ("query", "gallery", "validation") if role in datasets}
 
     model = instantiate(cfg.model).to(device)
     loss, param_lr = build_loss(cfg, train_set.num_classes, model.embedding_size)
@@ -83,18 +97,21 @@ def train(cfg: DictConfig) -> float:
         scheduler = instantiate(cfg.scheduler, optimizer=optimizer,
                                 total_iters=max(1, cfg.trainer.epochs * len(train_loader)))
 
-    evaluator = RetrievalEvaluator(eval_loaders["query"], eval_loaders.get("gallery"),
-                                   recall_ks=cfg.evaluation.recall_ks, distance=cfg.evaluation.distance,
-                                   backend=cfg.evaluation.backend, progress=cfg.trainer.progress)
+    test_evaluator = build_evaluator(cfg, eval_loaders["query"], eval_loaders.get("gallery"))
+    evaluator = build_evaluator(cfg, eval_loaders["validation"]) if "validation" in eval_loaders else test_evaluator
     trainer = Trainer(
         model=model, loss=loss, miner=miner, optimizer=optimizer, scheduler=scheduler,
         train_loader=train_loader, evaluator=evaluator, run_dir=run_dir, epochs=cfg.trainer.epochs,
         device=device, amp_dtype=amp_dtype, eval_every=cfg.trainer.eval_every, monitor=cfg.trainer.monitor,
+        patience=cfg.trainer.patience,
         log_every_steps=cfg.trainer.log_every_steps, grad_clip=cfg.trainer.grad_clip,
         config=OmegaConf.to_container(cfg, resolve=True), progress=cfg.trainer.progress,
     )
     summary = trainer.fit()
-    return summary["metrics"][cfg.trainer.monitor]
+    selected = summary["metrics"][cfg.trainer.monitor]
+    if evaluator is not test_evaluator:
+        test_selected_checkpoint(model, test_evaluator, run_dir, device, amp_dtype, summary)
+    return selected
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 
 from dml_bench.errors import UserError
 
@@ -42,9 +43,12 @@ def report_user_errors(function, *args):
     (HYDRA_FULL_ERROR=1 re-raises it to show the traceback)."""
     try:
         return function(*args)
-    except UserError as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except (UserError, InstantiationException) as error:
+        user_error = error
+        while user_error is not None and not isinstance(user_error, UserError):
+            user_error = user_error.__cause__  # raised inside a constructor hydra.utils.instantiate called
+        if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        log.error("%s", error)
-        print(f"\nError: {error}", file=sys.stderr)
+        log.error("%s", user_error)
+        print(f"\nError: {user_error}", file=sys.stderr)
         sys.exit(1)

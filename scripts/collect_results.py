@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Print a Markdown table of runs and write it as CSV.
+"""Print a Markdown table of runs (seeds aggregated: mean ± std, count) and write it as CSV.
 
-    python scripts/collect_results.py outputs/multirun/2026-11-28/12-00-00 [MORE_DIRS...] [--csv FILE]
+    python scripts/collect_results.py outputs/multirun/2026-11-28/12-00-00 [MORE_DIRS...] [--csv FILE] [--per-run]
+
+Runs of experiment=paper_* are also compared with the paper's Recall@K.
 """
 
 import argparse
@@ -15,9 +17,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", help="sweep or run folders (searched recursively)")
     parser.add_argument("--csv", type=Path, help="CSV file to write (default: results.csv in the first folder)")
+    parser.add_argument("--per-run", action="store_true", help="one row per run instead of per group of seeds")
     args = parser.parse_args(argv)
     try:
-        table, headers, rows = collect(args.paths)
+        table, headers, rows = collect(args.paths, per_run=args.per_run)
     except FileNotFoundError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1

@@ -165,3 +165,14 @@ MINIATURE_BUILDERS = {
     "sop": make_sop_source,
     "inshop": make_inshop_source,
 }
+
+
+def prepare_miniature(name: str, root, **builder_options) -> Path:
+    """Write the miniature official files of benchmark ``name`` under ``root/official/<name>`` and
+    prepare them into ``root/<name>`` with the real preparer; returns that prepared folder."""
+    from dml_bench.data.prepare import prepare_dataset
+
+    root = Path(root)
+    source = MINIATURE_BUILDERS[name](root / "official" / name, **builder_options)
+    prepare_dataset(name, root / name, source=str(source.folder), skip_checksum=True, check_standard_counts=False)
+    return root / name

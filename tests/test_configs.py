@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, compose_config
 
-GROUPS = ["dataset", "model", "loss", "miner", "sampler", "optimizer", "scheduler", "trainer", "experiment"]
+GROUPS = ["dataset", "model", "loss", "miner", "sampler", "optimizer", "scheduler", "trainer", "protocol",
+          "experiment"]
 CHOICES = [(group, path.stem) for group in GROUPS for path in sorted((CONFIG_DIR / group).glob("*.yaml"))]
 
 

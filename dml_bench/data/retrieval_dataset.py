@@ -30,13 +30,15 @@ class RetrievalDataset(Dataset):
 
     ``labels`` keeps the dataset's own class ids (used for retrieval metrics);
     ``targets`` maps them to 0..num_classes-1 (used by classification-style losses).
+    ``rows`` = (paths, labels) gives a part of the split instead of the whole file (e.g. a
+    validation part carved out of train).
     """
 
-    def __init__(self, root: str | Path, split: str, transform=None):
+    def __init__(self, root: str | Path, split: str, transform=None, rows: tuple[list, list] | None = None):
         self.root = Path(root)
         self.split = split
         self.transform = transform
-        self.paths, self.labels = read_split(self.root, split)
+        self.paths, self.labels = (list(rows[0]), list(rows[1])) if rows else read_split(self.root, split)
         self.classes = sorted(set(self.labels))
         index_of = {label: i for i, label in enumerate(self.classes)}
         self.targets = [index_of[label] for label in self.labels]

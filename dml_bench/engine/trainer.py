@@ -32,7 +32,7 @@ class Trainer:
 
     Writes under ``run_dir``: history.jsonl (one line per evaluation), metrics.json (the metrics
     of the best epoch on ``monitor``), checkpoints/last.pt and best.pt, and TensorBoard events
-    in tb/.
+    in tb/. With ``patience``, training stops after that many evaluations without a new best.
     """
 
     def __init__(
@@ -51,6 +51,7 @@ class Trainer:
         amp_dtype: torch.dtype | None = None,
         eval_every: int = 1,
         monitor: str = "recall@1",
+        patience: int | None = None,
         log_every_steps: int = 10,
         grad_clip: float | None = None,
         config: dict | None = None,
@@ -63,7 +64,7 @@ class Trainer:
         self.epochs, self.device = epochs, device
         self.amp_dtype = amp_dtype
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
-        self.eval_every, self.monitor = eval_every, monitor
+        self.eval_every, self.monitor, self.patience = eval_every, monitor, patience
         self.log_every_steps, self.grad_clip = log_every_steps, grad_clip
         self.config, self.progress = config, progress
         self.epoch, self.global_step = 0, 0
@@ -142,6 +143,18 @@ class Trainer:
                             f"{sorted(k for k in metrics if k != NUM_QUERIES)}.")
         return metrics[self.monitor] > self.best["value"]
 
+    def should_stop(self) -> bool:
+        """Early stopping: ``patience`` evaluations since the best one (from the history file, so a
+        resumed run counts the evaluations before the crash too)."""
+        if self.patience is None:
+            return False
+        since_best = [r for r in read_jsonl(self.history_path) if r["epoch"] > (self.best["epoch"] or 0)]
+        if len(since_best) < self.patience:
+            return False
+        log.info("stopping early at epoch %d: %d evaluations without a better %s than epoch %s",
+                 self.epoch, len(since_best), self.monitor, self.best["epoch"])
+        return True
+
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
@@ -197,6 +210,8 @@ class Trainer:
                     self.best = {"epoch": self.epoch, "value": metrics[self.monitor], "metrics": metrics}
                     ckpt.save_checkpoint(self.checkpoint_dir / "best.pt", self.state_dict())
             ckpt.save_checkpoint(self.checkpoint_dir / "last.pt", self.state_dict())
+            if self.should_stop():
+                break
         if self.epochs == 0:
             ckpt.save_checkpoint(self.checkpoint_dir / "best.pt", self.state_dict())
             ckpt.save_checkpoint(self.checkpoint_dir / "last.pt", self.state_dict())
@@ -210,6 +225,7 @@ class Trainer:
             "best_epoch": self.best["epoch"],
             "monitor": self.monitor,
             "epochs": self.epochs,
+            "last_epoch": self.epoch,
             "initial_metrics": history[0]["metrics"] if history else None,
             "final_metrics": history[-1]["metrics"] if history else None,
             "wall_time_s": round(wall_time, 2),

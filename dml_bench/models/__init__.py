@@ -1,6 +1,7 @@
 """Backbones and the embedder that wraps them."""
 
+from dml_bench.models.backbones import TimmBackbone, TorchvisionBackbone
 from dml_bench.models.embedder import Embedder
 from dml_bench.models.small_cnn import SmallConvNet
 
-__all__ = ["Embedder", "SmallConvNet"]
+__all__ = ["Embedder", "SmallConvNet", "TimmBackbone", "TorchvisionBackbone"]

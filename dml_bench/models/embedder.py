@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dml_bench.models.backbones import load_backbone_weights
+
 
 class Embedder(nn.Module):
     """(B, 3, H, W) -> (B, embedding_size).
@@ -12,6 +14,8 @@ class Embedder(nn.Module):
     is set; ``BatchNorm1d(affine=False)`` when ``bn1d`` (the paper on Cars, SOP, In-Shop); L2
     normalisation when ``l2_normalize``. ``freeze_bn`` keeps every BatchNorm2d of the backbone
     in eval mode during training (running statistics frozen, affine parameters still trained).
+    ``weights`` (a file) or ``pretrained`` (the backbone's published weights) initialise the
+    backbone through its ``load_weights``; otherwise it keeps its random initialisation.
     """
 
     def __init__(
@@ -21,9 +25,13 @@ class Embedder(nn.Module):
         bn1d: bool = False,
         l2_normalize: bool = False,
         freeze_bn: bool = False,
+        pretrained: bool = False,
+        weights: str | None = None,
     ):
         super().__init__()
         self.backbone = backbone
+        if pretrained or weights:
+            load_backbone_weights(backbone, weights)
         features = backbone.out_features
         self.linear = nn.Linear(features, embedding_size) if embedding_size else nn.Identity()
         self.embedding_size = embedding_size or features

@@ -1,0 +1,34 @@
+"""protocol=rigorous, last step: the checkpoint selected on validation, evaluated once on test."""
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dml_bench.engine import checkpoint as ckpt
+from dml_bench.engine.run_files import write_json
+from dml_bench.engine.tables import markdown_table
+from dml_bench.evaluation.metric_names import NUM_QUERIES
+
+log = logging.getLogger(__name__)
+
+
+def test_selected_checkpoint(model: nn.Module, evaluator, run_dir: Path, device: torch.device,
+                             amp_dtype: torch.dtype | None, summary: dict) -> dict:
+    """Load ``run_dir/checkpoints/best.pt`` into ``model``, evaluate the test split with
+    ``evaluator`` and rewrite metrics.json: ``metrics`` become the test metrics of the selected
+    epoch and the validation metrics that selected it move to ``validation_metrics``."""
+    state = ckpt.load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=device)
+    model.load_state_dict(state["model"])
+    metrics = evaluator(model, device, amp_dtype)
+    summary = {**summary, "metrics": metrics, "validation_metrics": summary["metrics"],
+               "selected_on": "validation"}
+    write_json(run_dir / "metrics.json", summary)
+    names = [name for name in metrics if name != NUM_QUERIES]
+    rows = [[f"{split} (epoch {state['epoch']})", *(values[name] for name in names)]
+            for split, values in (("validation", summary["validation_metrics"]), ("test", metrics))]
+    print("\n" + markdown_table(["selected checkpoint", *names], rows))
+    log.info("test split, epoch %d selected on validation: %s", state["epoch"],
+             ", ".join(f"{name} {metrics[name]:.4f}" for name in names))
+    return summary

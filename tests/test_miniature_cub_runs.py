@@ -1,0 +1,62 @@
+"""A prepared (miniature) CUB trains with the quickstart recipe, under both protocols; under
+protocol=rigorous the reported test metrics are those of the checkpoint selected on validation."""
+
+import json
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import MINIATURE_RUN_OVERRIDES, ONE_THREAD_ENV, run_train
+from dml_bench.data import RetrievalDataset
+from dml_bench.evaluation import retrieval_metrics
+from tests.miniature_datasets import prepare_miniature
+
+TRAIN_CLASSES, TEST_CLASSES, IMAGES_PER_CLASS = (1, 2, 3, 4, 5), (101, 102), 4
+
+
+@pytest.fixture(scope="module")
+def cub_root(tmp_path_factory):
+    return prepare_miniature("cub200", tmp_path_factory.mktemp("data"), classes=TRAIN_CLASSES + TEST_CLASSES,
+                             images_per_class=IMAGES_PER_CLASS)
+
+
+def quickstart_on_cub(cub_root, run_dir, *overrides):
+    run_train("experiment=quickstart", "dataset=cub200", f"dataset.root={cub_root}", *MINIATURE_RUN_OVERRIDES,
+              *overrides, f"hydra.run.dir={run_dir}", env=ONE_THREAD_ENV)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_one_quickstart_epoch_on_a_prepared_cub(cub_root, tmp_path):
+    summary = quickstart_on_cub(cub_root, tmp_path / "run")
+    assert summary["best_epoch"] == 1 and summary["status"] == "completed"
+    assert summary["metrics"]["num_queries"] == len(TEST_CLASSES) * IMAGES_PER_CLASS
+    assert "validation_metrics" not in summary  # protocol=paper: selected on the test split
+
+
+def test_rigorous_protocol_reports_the_test_metrics_of_the_validation_selected_checkpoint(cub_root, tmp_path):
+    run = tmp_path / "run"
+    summary = quickstart_on_cub(cub_root, run, "protocol=rigorous", "trainer.epochs=2")
+    assert summary["selected_on"] == "validation" and summary["monitor"] == "map@r"
+    # 20 % of 5 training classes: 1 class held out; the test split is untouched.
+    assert summary["validation_metrics"]["num_queries"] == IMAGES_PER_CLASS
+    assert summary["metrics"]["num_queries"] == len(TEST_CLASSES) * IMAGES_PER_CLASS
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    best = max(history[1:], key=lambda h: h["metrics"]["map@r"])  # the first best wins ties
+    assert summary["best_epoch"] == best["epoch"] and summary["validation_metrics"] == best["metrics"]
+    assert all(h["metrics"]["num_queries"] == IMAGES_PER_CLASS for h in history)
+
+    # Recompute the test metrics from best.pt, outside the trainer.
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    model = instantiate(cfg.model)
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    assert state["epoch"] == summary["best_epoch"]
+    model.load_state_dict(state["model"])
+    model.eval()
+    test = RetrievalDataset(cub_root, "test", instantiate(cfg.dataset.test_transform))
+    with torch.no_grad():
+        embeddings = torch.cat([model(test[i][0][None]) for i in range(len(test))])
+    expected = retrieval_metrics(embeddings, test.labels, recall_ks=list(cfg.evaluation.recall_ks))
+    for name, value in expected.items():
+        assert summary["metrics"][name] == pytest.approx(value, abs=1e-5), name

@@ -1,0 +1,115 @@
+"""protocol=rigorous: the class-disjoint validation split and early stopping on its metric."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
+
+from conftest import CONFIG_DIR, compose_config
+from dml_bench.data import RetrievalDataset
+from dml_bench.data.validation import class_disjoint_split
+from dml_bench.engine.run_files import read_jsonl
+from dml_bench.engine.trainer import Trainer
+from dml_bench.errors import UserError
+from dml_bench.losses import CrossEntropyLoss
+
+
+def write_split(root, images_per_class: dict[int, int]) -> RetrievalDataset:
+    """splits/train.csv listing ``n`` images (tiny real PNGs) for each class id."""
+    (root / "splits").mkdir(parents=True)
+    lines = ["path,label"]
+    for label, n in images_per_class.items():
+        for k in range(n):
+            path = f"img/{label}_{k}.png"
+            (root / "img").mkdir(exist_ok=True)
+            Image.new("RGB", (4, 4), (label % 256, k, 0)).save(root / path)
+            lines.append(f"{path},{label}")
+    (root / "splits" / "train.csv").write_text("\n".join(lines) + "\n")
+    return RetrievalDataset(root, "train", transform="train-transform")
+
+
+def test_protocol_options_compose():
+    assert {p.stem for p in (CONFIG_DIR / "protocol").glob("*.yaml")} == {"paper", "rigorous"}
+    assert compose_config([]).protocol.name == "paper"
+    cfg = compose_config(["protocol=rigorous"])
+    assert (cfg.protocol.validation_fraction, cfg.protocol.split_seed) == (0.2, 0)
+    assert (cfg.trainer.monitor, cfg.trainer.patience) == ("map@r", 10)
+
+
+def test_validation_takes_a_fifth_of_the_classes_with_all_their_images(tmp_path):
+    sizes = {100 + c: 2 + c % 3 for c in range(10)}
+    dataset = write_split(tmp_path, sizes)
+    train, validation = class_disjoint_split(dataset, 0.2, seed=0, validation_transform="test-transform")
+    assert len(validation.classes) == 2 and len(train.classes) == 8
+    assert not set(train.classes) & set(validation.classes)
+    for part in (train, validation):
+        assert len(part) == sum(sizes[c] for c in part.classes)
+        assert part.targets == [part.classes.index(label) for label in part.labels]
+        assert all(dataset.labels[dataset.paths.index(p)] == label for p, label in zip(part.paths, part.labels))
+    assert (train.transform, validation.transform) == ("train-transform", "test-transform")
+    validation.transform = None
+    image, target, index = validation[1]
+    assert image.size == (4, 4) and (target, index) == (validation.targets[1], 1)
+
+
+def test_the_split_is_seeded(tmp_path):
+    dataset = write_split(tmp_path, {c: 2 for c in range(1, 21)})
+    held_out = [class_disjoint_split(dataset, 0.25, seed)[1].classes for seed in (0, 0, 1)]
+    assert held_out[0] == held_out[1] and held_out[0] != held_out[2]
+    assert len(held_out[0]) == 5
+
+
+@pytest.mark.parametrize(("fraction", "sizes"), [(0.0, {1: 2, 2: 2}), (1.0, {1: 2, 2: 2}), (0.5, {1: 3})])
+def test_impossible_splits_are_user_errors(tmp_path, fraction, sizes):
+    with pytest.raises(UserError, match="protocol.validation_fraction"):
+        class_disjoint_split(write_split(tmp_path, sizes), fraction, seed=0)
+
+
+def test_at_least_one_class_on_each_side(tmp_path):
+    dataset = write_split(tmp_path, {1: 2, 2: 2, 3: 2})
+    assert len(class_disjoint_split(dataset, 0.01, 0)[1].classes) == 1
+    assert len(class_disjoint_split(dataset, 0.99, 0)[0].classes) == 1
+
+
+class ScriptedEvaluator:
+    """Returns the next of the given MAP@R values at each evaluation: the sequence early stopping
+    must react to (the real evaluator's values cannot be chosen in advance)."""
+
+    def __init__(self, values):
+        self.values = iter(values)
+
+    def __call__(self, model, device, amp_dtype=None):
+        return {"map@r": next(self.values), "recall@1": 0.5, "num_queries": 4}
+
+
+def make_trainer(run_dir, values, patience, epochs=10):
+    torch.manual_seed(0)
+    images, targets = torch.randn(8, 3), torch.tensor([0, 1, 2, 3] * 2)
+    loader = DataLoader(TensorDataset(images, targets, torch.arange(8)), batch_size=4)
+    model = torch.nn.Linear(3, 2)
+    model.embedding_size = 2
+    loss = CrossEntropyLoss(num_classes=4, embedding_size=2)
+    optimizer = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1)
+    return Trainer(model=model, loss=loss, optimizer=optimizer, train_loader=loader,
+                   evaluator=ScriptedEvaluator(values), run_dir=run_dir, epochs=epochs,
+                   device=torch.device("cpu"), monitor="map@r", patience=patience, progress=False)
+
+
+def test_training_stops_after_patience_evaluations_without_a_new_best(tmp_path):
+    # MAP@R after epochs 0, 1, 2, ...: epoch 2 is the best; epochs 3, 4 (a tie is no gain) and 5
+    # do not beat it, so training stops after epoch 5 and never sees the 0.9 that follows.
+    values = [0.1, 0.2, 0.4, 0.3, 0.4, 0.35, 0.9, 0.9, 0.9, 0.9, 0.9]
+    summary = make_trainer(tmp_path, values, patience=3).fit()
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "history.jsonl")] == [0, 1, 2, 3, 4, 5]
+    assert (summary["best_epoch"], summary["last_epoch"], summary["metrics"]["map@r"]) == (2, 5, 0.4)
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert (best["epoch"], last["epoch"]) == (2, 5)
+    assert json.loads((tmp_path / "metrics.json").read_text())["last_epoch"] == 5
+
+
+def test_without_patience_every_epoch_runs(tmp_path):
+    summary = make_trainer(tmp_path, [0.5, 0.4, 0.3, 0.2, 0.1], patience=None, epochs=4).fit()
+    assert (summary["best_epoch"], summary["last_epoch"]) == (1, 4)
