@@ -151,7 +151,7 @@ def _checked_ks(recall_ks):
 
 
 def _checked_set(name, embeddings, labels):
-    """(num, dim) float32 embeddings and (num,) int64 labels on the CPU, or a clear error."""
+    """(num, dim) float32 embeddings, on their device, and (num,) int64 labels on the CPU."""
     embeddings = torch.as_tensor(embeddings).detach()
     if embeddings.ndim != 2 or len(embeddings) == 0 or not embeddings.is_floating_point():
         raise ValueError(
