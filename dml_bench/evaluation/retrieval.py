@@ -1,41 +1,173 @@
-"""Retrieval metrics (placeholder exact torch version; the FAISS-backed evaluator replaces it)."""
+"""Retrieval metrics from exact nearest neighbours: Recall@K, MAP@R, R-Precision.
+
+Definitions (pytorch-metric-learning's), for a query with R same-label gallery items (the query
+itself not counted in leave-one-out); queries with R = 0 are left out of every metric:
+- Recall@K: 1 if any of the K nearest has the query's label.
+- R-Precision: same-label items among the R nearest, divided by R.
+- MAP@R: (1/R) * sum over i <= R of P(i) * rel(i), P(i) = same-label items among the i nearest / i.
+"""
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dml_bench.evaluation.metric_names import MAP_AT_R, NUM_QUERIES, R_PRECISION, recall_key
+from dml_bench.evaluation.clustering import kmeans_nmi
+from dml_bench.evaluation.knn import nearest_neighbors
+from dml_bench.evaluation.metric_names import MAP_AT_R, NMI, NUM_QUERIES, R_PRECISION, recall_key
+
+DISTANCES = {"cosine": "inner_product", "euclidean": "l2"}
+
+Array = torch.Tensor | np.ndarray
 
 
-def _as_tensor(x) -> torch.Tensor:
-    return x.detach().float().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+def retrieval_metrics(
+    query: Array,
+    query_labels: Array,
+    gallery: Array | None = None,
+    gallery_labels: Array | None = None,
+    *,
+    recall_ks: Sequence[int] = (1, 2, 4, 8),
+    distance: str = "cosine",
+    backend: str = "auto",
+    nmi: bool = False,
+) -> dict[str, float]:
+    """Metrics of retrieving each query's class among the gallery, by exact k-NN search.
 
-
-def retrieval_metrics(query, query_labels, gallery=None, gallery_labels=None, *, recall_ks=(1, 2, 4, 8),
-                      distance="cosine", backend="auto"):
-    leave_one_out = gallery is None
-    query, query_labels = _as_tensor(query).float(), _as_tensor(query_labels).long()
-    gallery = query if leave_one_out else _as_tensor(gallery).float()
-    gallery_labels = query_labels if leave_one_out else _as_tensor(gallery_labels).long()
+    query: (num_query, dim) embeddings, query_labels: (num_query,) ints; gallery and
+    gallery_labels likewise, or both None for leave-one-out on the query set (each query is
+    excluded by its index, so an exact duplicate of it still counts as a neighbour).
+    distance: "cosine" (L2-normalised, inner product) or "euclidean" (squared L2).
+    backend: "torch", "faiss" or "auto" (see ``knn.resolve_backend``).
+    Returns ``recall@K`` per K, ``map@r``, ``r_precision`` (fractions) and ``num_queries`` (the
+    queries with R > 0); with ``nmi=True`` also ``nmi`` of a k-means clustering of the queries.
+    A K at or beyond the gallery size gives Recall@K = 1: every gallery item is then retrieved.
+    """
+    if (gallery is None) != (gallery_labels is None):
+        raise ValueError("pass gallery and gallery_labels together, or neither (leave-one-out)")
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {', '.join(DISTANCES)}; got {distance!r}")
+    ks = _checked_ks(recall_ks)
+    query, query_labels = _checked_set("query", query, query_labels)
+    if gallery is not None:
+        gallery, gallery_labels = _checked_set("gallery", gallery, gallery_labels)
+        if gallery.shape[1] != query.shape[1]:
+            raise ValueError(f"gallery has dim {gallery.shape[1]}, query has {query.shape[1]}")
+        gallery = gallery.to(query.device)
     if distance == "cosine":
-        query, gallery = F.normalize(query, dim=1), F.normalize(gallery, dim=1)
-        scores = query @ gallery.T
-    else:
-        scores = -torch.cdist(query, gallery) ** 2
-    if leave_one_out:
-        scores.fill_diagonal_(-float("inf"))
-    same = query_labels[:, None] == gallery_labels[None, :]
-    r = same.sum(1) - (1 if leave_one_out else 0) * 0
-    keep = r > 0
-    k = min(max(max(recall_ks), int(r.max())), gallery.shape[0] - leave_one_out)
-    order = scores.topk(k, dim=1).indices
-    rel = torch.gather(same, 1, order)[keep].float()
-    r = r[keep].float()
-    out = {recall_key(kk): rel[:, :kk].any(1).float().mean().item() for kk in recall_ks}
-    positions = torch.arange(1, k + 1).float()
-    within_r = positions[None, :] <= r[:, None]
-    precision_at_i = rel.cumsum(1) / positions
-    out[MAP_AT_R] = ((precision_at_i * rel * within_r).sum(1) / r).mean().item()
-    out[R_PRECISION] = ((rel * within_r).sum(1) / r).mean().item()
-    out[NUM_QUERIES] = int(keep.sum())
-    return out
+        query = F.normalize(query, dim=1)
+        gallery = None if gallery is None else F.normalize(gallery, dim=1)
+
+    search = _LabelSearch(
+        query, query_labels, gallery, gallery_labels, metric=DISTANCES[distance], backend=backend
+    )
+    kept = (search.positives > 0).nonzero().squeeze(1)
+    if len(kept) == 0:
+        raise ValueError("no query has a same-label item in the gallery; check the labels")
+    # The R nearest serve MAP@R and R-Precision. Queries without a same-label item among them
+    # are searched again as deep as the largest K: most queries never pay for a deep top-k, and
+    # neither Recall@K nor MAP@R is ever truncated.
+    depth = int(search.positives.max())
+    hits = search.hits(kept, depth)
+    first_hit = _first_true(hits)
+    missed = first_hit == depth
+    deepest = min(max(ks), search.candidates)
+    if deepest > depth and missed.any():
+        # Scores computed twice may differ in the last bit: keep the first search's verdict.
+        first_hit[missed] = _first_true(search.hits(kept[missed], deepest)).clamp(min=depth)
+    metrics = metrics_from_hits(hits, first_hit, search.positives[kept], ks)
+    if nmi:
+        metrics[NMI] = kmeans_nmi(query, query_labels)
+    return metrics
+
+
+def metrics_from_hits(
+    hits: torch.Tensor, first_hit: torch.Tensor, positives: torch.Tensor, ks: Sequence[int]
+) -> dict:
+    """Metrics of num_query queries from their neighbours.
+
+    hits (num_query, depth) bool: the i-th nearest has the query's label, depth >= every R;
+    first_hit (num_query,): position (0-based) of the nearest same-label item, or any value
+    >= max(ks) when it is beyond; positives (num_query,): each query's R >= 1.
+    """
+    metrics: dict[str, float] = {recall_key(k): _mean(first_hit < k) for k in ks}
+    r = positives.double()
+    rank = torch.arange(1, int(r.max()) + 1, device=hits.device, dtype=torch.float64)
+    relevant = hits[:, : len(rank)] & (rank <= r[:, None])  # rel(i) for i <= R, False beyond
+    correct = relevant.cumsum(1)  # same-label items among the i nearest, for i <= R
+    metrics[MAP_AT_R] = _mean((correct / rank * relevant).sum(1) / r)
+    metrics[R_PRECISION] = _mean(correct[:, -1] / r)
+    metrics[NUM_QUERIES] = len(hits)
+    return metrics
+
+
+class _LabelSearch:
+    """Exact search of queries in a gallery (gallery None: the queries themselves, each query
+    skipping its own index), telling which neighbours share the query's label."""
+
+    def __init__(self, query, query_labels, gallery, gallery_labels, *, metric, backend):
+        self.leave_one_out = gallery is None
+        if self.leave_one_out:
+            gallery, gallery_labels = query, query_labels
+        self.query, self.gallery = query, gallery
+        self.metric, self.backend = metric, backend
+        self.candidates = len(gallery) - self.leave_one_out  # gallery items a query can return
+        codes = torch.unique(torch.cat([query_labels, gallery_labels]), return_inverse=True)[1]
+        codes = codes.to(query.device, torch.int32)  # int32: small to gather (num_query, k) of
+        self.query_codes, self.gallery_codes = codes[: len(query)], codes[len(query) :]
+        class_sizes = torch.bincount(self.gallery_codes, minlength=int(codes.max()) + 1)
+        # R of each query: same-label gallery items, itself not counted
+        self.positives = class_sizes[self.query_codes] - int(self.leave_one_out)
+
+    def hits(self, rows: torch.Tensor, k: int) -> torch.Tensor:
+        """(len(rows), k) bool: the i-th nearest gallery item of query ``rows`` has its label."""
+        query = self.query if len(rows) == len(self.query) else self.query[rows]
+        neighbors = nearest_neighbors(
+            query,
+            self.gallery,
+            k,
+            metric=self.metric,
+            backend=self.backend,
+            exclude=rows if self.leave_one_out else None,
+        )
+        return self.gallery_codes[neighbors.to(rows.device)] == self.query_codes[rows, None]
+
+
+def _first_true(hits):
+    """(rows,) position of each row's first True, or the row length when there is none."""
+    found = hits.any(1)
+    return torch.where(found, hits.to(torch.uint8).argmax(1), hits.shape[1])
+
+
+def _mean(per_query: torch.Tensor) -> float:
+    return per_query.double().mean().item()
+
+
+def _checked_ks(recall_ks):
+    if not recall_ks or any(isinstance(k, bool) or int(k) != k or k < 1 for k in recall_ks):
+        raise ValueError(f"recall_ks must be positive integers; got {recall_ks!r}")
+    return [int(k) for k in recall_ks]
+
+
+def _checked_set(name, embeddings, labels):
+    """(num, dim) float32 embeddings, on their device, and (num,) int64 labels on the CPU."""
+    embeddings = torch.as_tensor(embeddings).detach()
+    if embeddings.ndim != 2 or len(embeddings) == 0 or not embeddings.is_floating_point():
+        raise ValueError(
+            f"{name} must be a non-empty (num, dim) float array; got {_describe(embeddings)}"
+        )
+    embeddings = embeddings.float()
+    if not torch.isfinite(embeddings).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    labels = torch.as_tensor(labels).detach().cpu()
+    if labels.shape != (len(embeddings),) or labels.is_floating_point() or labels.is_complex():
+        raise ValueError(
+            f"{name}_labels must be {len(embeddings)} integers in a 1-D array; "
+            f"got {_describe(labels)}"
+        )
+    return embeddings, labels.long()
+
+
+def _describe(x):
+    return f"shape {tuple(x.shape)} of {x.dtype}"

@@ -1,0 +1,256 @@
+"""retrieval_metrics against a plain float64 loop over recipes.md section 3, hand-computed cases
+and pytorch-metric-learning's AccuracyCalculator."""
+
+import numpy as np
+import pytest
+import torch
+
+from dml_bench.evaluation import knn, retrieval_metrics
+from dml_bench.evaluation.metric_names import (
+    MAP_AT_R,
+    NMI,
+    NUM_QUERIES,
+    R_PRECISION,
+    recall_key,
+)
+
+BACKENDS = ("torch", "faiss")
+ATOL = 1e-6  # float32 search, metrics accumulated in float64
+
+
+def brute_force(query, query_labels, gallery, gallery_labels, recall_ks, distance):
+    """Metrics by the book: full float64 distance matrix, one query at a time.
+
+    gallery None means leave-one-out: the query set is the gallery and each query skips itself.
+    """
+    leave_one_out = gallery is None
+    if leave_one_out:
+        gallery, gallery_labels = query, query_labels
+    query, gallery = query.astype(np.float64), gallery.astype(np.float64)
+    if distance == "cosine":
+        query = query / np.linalg.norm(query, axis=1, keepdims=True)
+        gallery = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+        dist = -query @ gallery.T
+    else:
+        dist = ((query[:, None, :] - gallery[None, :, :]) ** 2).sum(-1)
+    sums = {recall_key(k): 0.0 for k in recall_ks} | {MAP_AT_R: 0.0, R_PRECISION: 0.0}
+    kept = 0
+    for q in range(len(query)):
+        candidates = [g for g in range(len(gallery)) if not (leave_one_out and g == q)]
+        ranked = sorted(candidates, key=lambda g: (dist[q, g], g))
+        rel = [gallery_labels[g] == query_labels[q] for g in ranked]
+        r = sum(rel)
+        if r == 0:
+            continue
+        kept += 1
+        for k in recall_ks:
+            sums[recall_key(k)] += any(rel[:k])
+        sums[R_PRECISION] += sum(rel[:r]) / r
+        sums[MAP_AT_R] += sum(sum(rel[: i + 1]) / (i + 1) for i in range(r) if rel[i]) / r
+    return {key: value / kept for key, value in sums.items()} | {NUM_QUERIES: kept}
+
+
+def assert_metrics_equal(actual, expected):
+    assert actual.keys() == expected.keys()
+    for key, value in expected.items():
+        assert actual[key] == pytest.approx(value, abs=ATOL), key
+
+
+def clustered(num, dim, num_classes, seed, spread=1.0):
+    """Float32 embeddings (num, dim) around one random centre per class, and int labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, size=num)
+    centres = rng.standard_normal((num_classes, dim))
+    x = centres[labels] + spread * rng.standard_normal((num, dim))
+    return x.astype(np.float32), labels
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """A few query rows per torch block, so blocking and block edges are exercised."""
+    monkeypatch.setattr(knn, "BLOCK_BYTES", 4 * 1024)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_leave_one_out_matches_brute_force(backend, distance, small_blocks):
+    x, labels = clustered(150, 8, 12, seed=0)
+    ks = (1, 2, 4, 8, 16)
+    actual = retrieval_metrics(x, labels, recall_ks=ks, distance=distance, backend=backend)
+    assert_metrics_equal(actual, brute_force(x, labels, None, None, ks, distance))
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_query_gallery_matches_brute_force(backend, distance, small_blocks):
+    """Query classes 20-24 are not in the gallery: those queries are left out."""
+    x, labels = clustered(260, 8, 25, seed=1)
+    gallery = labels < 20
+    query = ~gallery | (np.arange(len(x)) % 3 == 0)
+    args = (x[query], labels[query], x[gallery], labels[gallery])
+    ks = (1, 5, 10)
+    actual = retrieval_metrics(*args, recall_ks=ks, distance=distance, backend=backend)
+    expected = brute_force(*args, ks, distance)
+    assert expected[NUM_QUERIES] < query.sum()
+    assert_metrics_equal(actual, expected)
+
+
+def test_deep_recall_matches_brute_force(backend, small_blocks):
+    """Pairs of random points: R = 1, so most queries are searched again, as deep as K = 60."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((120, 4)).astype(np.float32)
+    labels = np.arange(120) // 2
+    ks = (1, 3, 60, 500)
+    actual = retrieval_metrics(x, labels, recall_ks=ks, backend=backend)
+    expected = brute_force(x, labels, None, None, ks, "cosine")
+    assert expected["recall@3"] < 0.5
+    assert_metrics_equal(actual, expected)
+
+
+@pytest.mark.parametrize("separate_gallery", [False, True])
+def test_exact_ties_match_brute_force(backend, separate_gallery, small_blocks):
+    """Points on a 3x3x3 integer grid: many exact duplicates and equal distances, all of them
+    across several blocks, broken by gallery index as the brute force does."""
+    rng = np.random.default_rng(9)
+    x = rng.integers(0, 3, size=(130, 3)).astype(np.float32)
+    labels = rng.integers(0, 6, size=130)
+    args = (x[:40], labels[:40], x[40:], labels[40:]) if separate_gallery else (x, labels)
+    ks = (1, 3, 10, 40)
+    actual = retrieval_metrics(*args, recall_ks=ks, distance="euclidean", backend=backend)
+    expected = brute_force(*(args if separate_gallery else (*args, None, None)), ks, "euclidean")
+    assert_metrics_equal(actual, expected)
+
+
+def test_hand_computed_line(backend):
+    """Six points on a line; worked out by hand in docs/README-evaluation.md's spirit.
+
+    positions 0, 1, 1.5, 3, 3.2, 10 with labels A A B A B C (C alone: left out).
+    Neighbour labels, query skipped: 0 -> A B A B (R=2), 1 -> B A A B (R=2),
+    2 -> A A A B (R=1), 3 -> B B A A (R=2), 4 -> A B A A (R=1).
+    """
+    x = np.array([[0.0], [1.0], [1.5], [3.0], [3.2], [10.0]], dtype=np.float32)
+    labels = np.array([0, 0, 1, 0, 1, 2])
+    actual = retrieval_metrics(
+        x, labels, recall_ks=(1, 2, 4, 100), distance="euclidean", backend=backend
+    )
+    expected = {
+        "recall@1": 1 / 5,
+        "recall@2": 3 / 5,
+        "recall@4": 1.0,
+        "recall@100": 1.0,  # beyond the gallery: everything retrieved
+        MAP_AT_R: (1 / 2 + 1 / 4) / 5,
+        R_PRECISION: (1 / 2 + 1 / 2) / 5,
+        NUM_QUERIES: 5,
+    }
+    assert_metrics_equal(actual, expected)
+
+
+@pytest.mark.parametrize("recall_ks", [(1, 2), (1, 2, 3, 4)])
+def test_duplicate_trap(backend, recall_ks):
+    """Exact duplicates: the query is skipped by its index, not as "the first neighbour".
+
+    positions 0, 0, 5, 5, 10 with labels A B A A B. Item 1 duplicates item 0 with another
+    label: its nearest neighbour is item 0, a miss (dropping the first neighbour would drop
+    item 0 and keep item 1 itself, a false hit). Item 3 duplicates item 2 with the same label:
+    a hit. From item 2, items 0, 1 and 4 tie at distance 5; by gallery index 0 (A) comes
+    first, and with k = 2 that tie sits on the search's cut.
+    Neighbour labels: 0 -> B A A B, 1 -> A A A B, 2 -> A A B B, 3 -> A A B B, 4 -> A A A B.
+    """
+    x = np.array([[0.0], [0.0], [5.0], [5.0], [10.0]], dtype=np.float32)
+    labels = np.array([0, 1, 0, 0, 1])
+    actual = retrieval_metrics(
+        x, labels, recall_ks=recall_ks, distance="euclidean", backend=backend
+    )
+    recall = {1: 2 / 5, 2: 3 / 5, 3: 3 / 5, 4: 1.0}
+    expected = {recall_key(k): recall[k] for k in recall_ks}
+    expected |= {MAP_AT_R: (1 / 4 + 1 + 1) / 5, R_PRECISION: (1 / 2 + 1 + 1) / 5, NUM_QUERIES: 5}
+    assert_metrics_equal(actual, expected)
+
+
+def test_ties_ordered_by_gallery_index(backend):
+    """Many equal scores around the cut: both backends pick and order them by index."""
+    query = np.array([[1.0, 0.0]], dtype=np.float32)
+    gallery = np.array([[0.0, 1.0]] * 4 + [[1.0, 0.0]] + [[0.0, -1.0]] * 3, dtype=np.float32)
+    neighbors = knn.nearest_neighbors(
+        torch.from_numpy(query),
+        torch.from_numpy(gallery),
+        3,
+        metric="inner_product",
+        backend=backend,
+    )
+    assert neighbors.tolist() == [[4, 0, 1]]
+
+
+def test_torch_and_numpy_inputs_agree(backend):
+    x, labels = clustered(120, 6, 10, seed=2)
+    from_numpy = retrieval_metrics(x, labels, backend=backend)
+    from_torch = retrieval_metrics(torch.from_numpy(x), torch.from_numpy(labels), backend=backend)
+    assert from_numpy == from_torch
+
+
+@pytest.mark.parametrize("separate_gallery", [False, True])
+def test_agrees_with_pml(separate_gallery):
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+    x, labels = clustered(300, 16, 30, seed=3, spread=1.5)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)  # PML searches L2: same order as cosine
+    calculator = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+        k="max_bin_count",
+        device=torch.device("cpu"),
+    )
+    if separate_gallery:
+        args = (x[:100], labels[:100], x[100:], labels[100:])
+        pml = calculator.get_accuracy(*map(torch.from_numpy, args), ref_includes_query=False)
+    else:
+        args = (x, labels)
+        pml = calculator.get_accuracy(*map(torch.from_numpy, args))
+    ours = retrieval_metrics(*args, recall_ks=(1,))
+    assert ours["recall@1"] == pytest.approx(pml["precision_at_1"], abs=ATOL)
+    assert ours[R_PRECISION] == pytest.approx(pml["r_precision"], abs=ATOL)
+    assert ours[MAP_AT_R] == pytest.approx(pml["mean_average_precision_at_r"], abs=ATOL)
+
+
+def test_nmi_sanity():
+    x, labels = clustered(200, 8, 5, seed=4, spread=0.05)
+    assert retrieval_metrics(x, labels, nmi=True)[NMI] > 0.95
+    shuffled = np.random.default_rng(0).permutation(labels)
+    assert retrieval_metrics(x, shuffled, nmi=True)[NMI] < 0.2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backend": "annoy"}, "backend must be one of auto, faiss, torch"),
+        ({"distance": "dot"}, "distance must be one of cosine, euclidean"),
+        ({"recall_ks": (0, 5)}, "recall_ks must be positive integers"),
+        ({"gallery": np.zeros((3, 4), np.float32)}, "pass gallery and gallery_labels together"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    x, labels = clustered(10, 4, 2, seed=5)
+    with pytest.raises(ValueError, match=message):
+        retrieval_metrics(x, labels, **kwargs)
+
+
+def test_no_query_with_a_positive_is_an_error():
+    x, labels = clustered(10, 4, 2, seed=6)
+    with pytest.raises(ValueError, match="no query has a same-label item"):
+        retrieval_metrics(x, labels, x, labels + 100)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(backend):
+    x, labels = clustered(300, 16, 20, seed=7)
+    on_cpu = retrieval_metrics(x, labels, recall_ks=(1, 4, 16), backend=backend)
+    on_cuda = retrieval_metrics(
+        torch.from_numpy(x).cuda(),
+        torch.from_numpy(labels).cuda(),
+        recall_ks=(1, 4, 16),
+        backend=backend,
+    )
+    assert_metrics_equal(on_cuda, on_cpu)
