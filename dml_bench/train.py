@@ -36,7 +36,11 @@ def build_datasets(cfg: DictConfig) -> dict:
     splits = {"train": (data.train_split, data.train_transform), "query": (data.query_split, data.test_transform)}
     if data.gallery_split:
         splits["gallery"] = (data.gallery_split, data.test_transform)
-    return {role: open_split(data.name, data.root, split, instantiate(transform))
+    if data.get("cache") and any(transform.get("resize") is None for _, transform in splits.values()):
+        raise UserError("dataset.cache=true needs a resize in dataset.train_transform and dataset.test_transform "
+                        "(the cache stores images as that Resize makes them); set dataset.cache=false.")
+    return {role: open_split(data.name, data.root, split, instantiate(transform),
+                             transform.resize if data.get("cache") else None)
             for role, (split, transform) in splits.items()}
 
 
@@ -86,7 +90,10 @@ def train(cfg: DictConfig) -> float:
     eval_loaders = {role: make_loader(datasets[role], cfg.evaluation.batch_size, **loader_options)
                     for role in ("query", "gallery", "validation") if role in datasets}
 
-    model = instantiate(cfg.model).to(device)
+    memory_format = torch.channels_last if cfg.trainer.channels_last else torch.preserve_format
+    model = instantiate(cfg.model).to(device, memory_format=memory_format)
+    if cfg.trainer.compile:
+        model.compile()  # in place: checkpoints keep the plain parameter names
     loss, param_lr = build_loss(cfg, train_set.num_classes, model.embedding_size)
     loss = loss.to(device)
     miner = build_miner(cfg, loss)
@@ -102,8 +109,8 @@ def train(cfg: DictConfig) -> float:
     trainer = Trainer(
         model=model, loss=loss, miner=miner, optimizer=optimizer, scheduler=scheduler,
         train_loader=train_loader, evaluator=evaluator, run_dir=run_dir, epochs=cfg.trainer.epochs,
-        device=device, amp_dtype=amp_dtype, eval_every=cfg.trainer.eval_every, monitor=cfg.trainer.monitor,
-        patience=cfg.trainer.patience,
+        device=device, amp_dtype=amp_dtype, channels_last=cfg.trainer.channels_last,
+        eval_every=cfg.trainer.eval_every, monitor=cfg.trainer.monitor, patience=cfg.trainer.patience,
         log_every_steps=cfg.trainer.log_every_steps, grad_clip=cfg.trainer.grad_clip,
         config=OmegaConf.to_container(cfg, resolve=True), progress=cfg.trainer.progress,
     )

@@ -1,6 +1,7 @@
 """The embedded glyph dataset: deterministic, class-disjoint, in the standard prepared format."""
 
 import numpy as np
+import torch
 
 from dml_bench.data import RetrievalDataset
 from dml_bench.data.glyphs import prepare_glyphs, render_glyphs
@@ -21,7 +22,7 @@ def test_prepared_folder_is_a_class_disjoint_retrieval_split(tmp_path):
     assert not set(train.labels) & set(test.labels)
     assert abs(train.num_classes - test.num_classes) <= 1
     image, target, index = train[0]
-    assert image.mode == "RGB" and image.size == (16, 16) and index == 0
+    assert image.dtype == torch.uint8 and image.shape == (3, 16, 16) and index == 0  # RGB tensor
     marker = (root / ".prepared").stat().st_mtime_ns
     prepare_glyphs(tmp_path / "glyphs", image_size=16, renderings_per_font=1)
     assert (root / ".prepared").stat().st_mtime_ns == marker  # second call is a no-op

@@ -8,10 +8,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_num_workers() -> int:
-    """One core is left for the training loop; at most 8 workers per process."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(8, cpus - 1))
+    """One core is left for the training loop; at most 16 workers per process.
+
+    A worker decodes and augments about 250-700 images/s (docs/README-performance.md), and a
+    ResNet-50 step on a recent GPU consumes a few thousand, so large machines need many workers.
+    """
+    return max(0, min(16, available_cpus() - 1))
 
 
 def resolve_num_workers(num_workers) -> int:
@@ -45,7 +52,8 @@ def make_loader(
         pin_memory=pin_memory,
         drop_last=drop_last,
         persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
+        # Batches each worker prepares ahead: at least 4 in flight in all, to absorb slow images.
+        prefetch_factor=max(2, -(-4 // workers)) if workers > 0 else None,
         worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(seed),
     )

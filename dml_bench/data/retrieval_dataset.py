@@ -3,9 +3,11 @@
 import csv
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import torch
 from torch.utils.data import Dataset
 
+from dml_bench.data.cache import cached_file
+from dml_bench.data.decode import DECODE_ERRORS, read_rgb
 from dml_bench.errors import UserError
 
 
@@ -26,18 +28,24 @@ def read_split(root: Path, split: str) -> tuple[list[str], list[int]]:
 
 
 class RetrievalDataset(Dataset):
-    """Images and class labels of one split; every image is returned as RGB.
+    """Images and class labels of one split; every image is read as a (3, H, W) uint8 RGB tensor.
 
     ``labels`` keeps the dataset's own class ids (used for retrieval metrics);
     ``targets`` maps them to 0..num_classes-1 (used by classification-style losses).
     ``rows`` = (paths, labels) gives a part of the split instead of the whole file (e.g. a
     validation part carved out of train).
+    ``transform`` may declare ``min_decode_size`` (width, height): JPEGs are then decoded at
+    reduced scale down to that size. ``cache_dir`` reads the images from a pre-resized cache
+    (``dml_bench.data.cache``) instead of ``root``.
     """
 
-    def __init__(self, root: str | Path, split: str, transform=None, rows: tuple[list, list] | None = None):
+    def __init__(self, root: str | Path, split: str, transform=None, rows: tuple[list, list] | None = None,
+                 cache_dir: Path | None = None):
         self.root = Path(root)
         self.split = split
         self.transform = transform
+        self.cache_dir = cache_dir
+        self.min_decode_size = getattr(transform, "min_decode_size", None)
         self.paths, self.labels = (list(rows[0]), list(rows[1])) if rows else read_split(self.root, split)
         self.classes = sorted(set(self.labels))
         index_of = {label: i for i, label in enumerate(self.classes)}
@@ -50,12 +58,12 @@ class RetrievalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load_image(self, index: int) -> Image.Image:
-        path = self.root / self.paths[index]
+    def load_image(self, index: int) -> torch.Tensor:
+        relative = self.paths[index]
+        path = cached_file(self.cache_dir, relative) if self.cache_dir else self.root / relative
         try:
-            with Image.open(path) as image:
-                return image.convert("RGB")
-        except (OSError, UnidentifiedImageError, SyntaxError) as error:
+            return read_rgb(path, self.min_decode_size)
+        except DECODE_ERRORS as error:
             raise UserError(
                 f"Cannot read image {path} (listed in {self.root / 'splits' / self.split}.csv): "
                 f"{error}. Re-extract the dataset or run `python -m dml_bench.prepare_data NAME "

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from dml_bench.data.cache import open_cache
 from dml_bench.data.retrieval_dataset import RetrievalDataset
 from dml_bench.errors import UserError
 
@@ -19,9 +20,10 @@ def missing_dataset_error(name: str, root: Path, split: str) -> UserError:
     return UserError(f"Dataset '{name}' is not prepared: {where}. {fix}")
 
 
-def open_split(name: str, root: str | Path, split: str, transform=None) -> RetrievalDataset:
+def open_split(name: str, root: str | Path, split: str, transform=None, cache_resize=None) -> RetrievalDataset:
+    """The split's dataset; with ``cache_resize`` its images come from the cache of that Resize."""
     root = Path(root)
-    try:
-        return RetrievalDataset(root, split, transform)
-    except FileNotFoundError:
-        raise missing_dataset_error(name, root, split) from None
+    if not (root / "splits" / f"{split}.csv").is_file():
+        raise missing_dataset_error(name, root, split)
+    cache = open_cache(name, root, cache_resize) if cache_resize is not None else None
+    return RetrievalDataset(root, split, transform, cache_dir=cache)

@@ -29,6 +29,7 @@ def class_disjoint_split(
         rows = [(path, label) for path, label in zip(dataset.paths, dataset.labels)
                 if (label in held_out) == in_validation]
         paths, labels = zip(*rows)
-        return RetrievalDataset(dataset.root, dataset.split, transform, rows=(paths, labels))
+        return RetrievalDataset(dataset.root, dataset.split, transform, rows=(paths, labels),
+                                cache_dir=dataset.cache_dir)
 
     return part(False, dataset.transform), part(True, validation_transform)

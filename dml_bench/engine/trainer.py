@@ -49,6 +49,7 @@ class Trainer:
         scheduler=None,
         miner=None,
         amp_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
         eval_every: int = 1,
         monitor: str = "recall@1",
         patience: int | None = None,
@@ -63,6 +64,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.epochs, self.device = epochs, device
         self.amp_dtype = amp_dtype
+        self.memory_format = torch.channels_last if channels_last else torch.preserve_format
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
         self.eval_every, self.monitor, self.patience = eval_every, monitor, patience
         self.log_every_steps, self.grad_clip = log_every_steps, grad_clip
@@ -75,7 +77,7 @@ class Trainer:
 
     # ---- training -------------------------------------------------------------------------
     def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, non_blocking=True)
+        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
         targets = targets.to(self.device, non_blocking=True)
         with autocast(self.device, self.amp_dtype):
             embeddings = self.model(images)

@@ -13,9 +13,8 @@ def smoothed_targets(labels: torch.Tensor, num_classes: int, epsilon: float) -> 
     (PyTorch's ``label_smoothing`` gives 1-eps+eps/C and eps/C instead.)
     """
     off_value = epsilon / (num_classes - 1) if num_classes > 1 else 0.0
-    targets = torch.full((labels.shape[0], num_classes), off_value)
-    targets.scatter_(1, labels.view(-1, 1).cpu(), 1.0 - epsilon)
-    return targets.to(labels.device)
+    targets = torch.full((labels.shape[0], num_classes), off_value, device=labels.device)
+    return targets.scatter_(1, labels.view(-1, 1), 1.0 - epsilon)  # on the device: no GPU sync
 
 
 class CrossEntropyLoss(EmbeddingLoss):

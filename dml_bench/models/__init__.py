@@ -2,6 +2,7 @@
 
 from dml_bench.models.backbones import TimmBackbone, TorchvisionBackbone
 from dml_bench.models.embedder import Embedder
+from dml_bench.models.pixel_normalize import PixelNormalize
 from dml_bench.models.small_cnn import SmallConvNet
 
-__all__ = ["Embedder", "SmallConvNet", "TimmBackbone", "TorchvisionBackbone"]
+__all__ = ["Embedder", "PixelNormalize", "SmallConvNet", "TimmBackbone", "TorchvisionBackbone"]

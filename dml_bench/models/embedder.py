@@ -1,10 +1,13 @@
 """Embedder = backbone (pooled features) + neck: optional linear, BatchNorm1d, L2 normalisation."""
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dml_bench.models.backbones import load_backbone_weights
+from dml_bench.models.pixel_normalize import IMAGENET_MEAN, IMAGENET_STD, PixelNormalize
 
 
 class Embedder(nn.Module):
@@ -16,6 +19,7 @@ class Embedder(nn.Module):
     in eval mode during training (running statistics frozen, affine parameters still trained).
     ``weights`` (a file) or ``pretrained`` (the backbone's published weights) initialise the
     backbone through its ``load_weights``; otherwise it keeps its random initialisation.
+    uint8 images (what the data pipeline yields) are first normalised with ``mean``/``std``.
     """
 
     def __init__(
@@ -27,8 +31,11 @@ class Embedder(nn.Module):
         freeze_bn: bool = False,
         pretrained: bool = False,
         weights: str | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
     ):
         super().__init__()
+        self.input_norm = PixelNormalize(mean, std)
         self.backbone = backbone
         if pretrained or weights:
             load_backbone_weights(backbone, weights)
@@ -48,5 +55,5 @@ class Embedder(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        embeddings = self.bn1d(self.linear(self.backbone(images)))
+        embeddings = self.bn1d(self.linear(self.backbone(self.input_norm(images))))
         return F.normalize(embeddings, dim=1) if self.l2_normalize else embeddings

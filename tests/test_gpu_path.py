@@ -1,0 +1,88 @@
+"""The GPU path, checked on the CPU as far as it goes: channels_last batches, torch.compile,
+pinned batches copied without blocking, embeddings under inference_mode with AMP."""
+
+import pytest
+import torch
+
+from dml_bench.bench.train_step import make_batches
+from dml_bench.data.loaders import make_loader
+from dml_bench.engine.trainer import Trainer
+from dml_bench.evaluation.embed import extract_embeddings
+from dml_bench.losses import CrossEntropyLoss
+from dml_bench.models import Embedder, SmallConvNet
+
+
+def make_trainer(tmp_path, device="cpu", channels_last=False, compiled=False, amp_dtype=None):
+    torch.manual_seed(0)
+    model = Embedder(SmallConvNet((8, 16)), embedding_size=8).to(device)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    model = model.to(memory_format=memory_format)
+    if compiled:
+        model.compile()
+    loss = CrossEntropyLoss(num_classes=10, embedding_size=8, label_smoothing=0.1).to(device)
+    optimizer = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1)
+    return Trainer(model=model, loss=loss, optimizer=optimizer, train_loader=[], evaluator=None, run_dir=tmp_path,
+                   epochs=1, device=torch.device(device), amp_dtype=amp_dtype, channels_last=channels_last,
+                   progress=False)
+
+
+def batch():
+    images, targets, _ = make_batches(1, 16, 16, num_classes=10, m=2)[0]
+    return images, targets
+
+
+def test_channels_last_feeds_the_network_channels_last_and_changes_no_result(tmp_path):
+    images, targets = batch()
+    plain, fast = make_trainer(tmp_path / "a"), make_trainer(tmp_path / "b", channels_last=True)
+    seen = []
+    fast.model.backbone.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    assert fast.model.backbone.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    for _ in range(2):
+        torch.testing.assert_close(fast.train_step(images, targets), plain.train_step(images, targets))
+    assert seen == [True, True]
+
+
+def _torch_compile_works() -> str | None:
+    try:
+        torch.compile(lambda x: x * 2)(torch.ones(2))
+    except Exception as error:  # noqa: BLE001 - any failure: this machine cannot compile
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+@pytest.mark.slow
+def test_a_compiled_model_trains_a_step_like_the_eager_one(tmp_path):
+    reason = _torch_compile_works()
+    if reason:
+        pytest.skip(f"torch.compile does not work on this machine: {reason}")
+    images, targets = batch()
+    eager, compiled = make_trainer(tmp_path / "a"), make_trainer(tmp_path / "b", compiled=True)
+    for _ in range(2):
+        torch.testing.assert_close(compiled.train_step(images, targets), eager.train_step(images, targets),
+                                   atol=1e-4, rtol=1e-4)
+    assert set(compiled.model.state_dict()) == set(eager.model.state_dict())  # checkpoints unchanged
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self):
+        self.images, self.targets = batch()
+        self.labels = self.targets.tolist()
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index], self.targets[index], index
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_batches_are_pinned_and_the_step_and_embedding_run(tmp_path):
+    loader = make_loader(_Images(), 8, num_workers=1, pin_memory=True)
+    images, targets, _ = next(iter(loader))
+    assert images.is_pinned() and targets.is_pinned()
+    trainer = make_trainer(tmp_path, device="cuda", channels_last=True, amp_dtype=torch.bfloat16)
+    assert torch.isfinite(trainer.train_step(images, targets))
+    embeddings, labels = extract_embeddings(trainer.model, loader, torch.device("cuda"), torch.bfloat16, progress=False)
+    assert embeddings.dtype == torch.float32 and embeddings.shape == (16, 8) and labels.tolist() == loader.dataset.labels
