@@ -51,7 +51,7 @@ def test_validation_takes_a_fifth_of_the_classes_with_all_their_images(tmp_path)
     assert (train.transform, validation.transform) == ("train-transform", "test-transform")
     validation.transform = None
     image, target, index = validation[1]
-    assert image.size == (4, 4) and (target, index) == (validation.targets[1], 1)
+    assert image.shape == (3, 4, 4) and (target, index) == (validation.targets[1], 1)
 
 
 def test_the_split_is_seeded(tmp_path):

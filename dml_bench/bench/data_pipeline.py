@@ -58,7 +58,7 @@ def write_split(root: Path, paths: Sequence[Path]) -> None:
 def our_dataset(root: Path, color_jitter=None, cache_dir: Path | None = None, crop_size=224,
                 resize=256) -> RetrievalDataset:
     transform = TrainTransform(crop_size, resize=resize, color_jitter=color_jitter)
-    return RetrievalDataset(root, "train", transform, cache_dir)
+    return RetrievalDataset(root, "train", transform, cache_dir=cache_dir)
 
 
 def one_pass(dataset: Dataset, batch_size: int = 32, collate: bool = True) -> Callable[[], int]:

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torchvision
 from pytorch_metric_learning import losses, miners
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
@@ -17,24 +16,10 @@ from torch.utils.tensorboard import SummaryWriter
 from dml_bench.engine.trainer import Trainer
 from dml_bench.evaluation.embed import autocast
 from dml_bench.losses import CrossEntropyLoss
-from dml_bench.models import Embedder, SmallConvNet
+from dml_bench.models import Embedder, SmallConvNet, TorchvisionBackbone
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 NUM_CLASSES = 100  # classes the in-memory batches are drawn from (the cross-entropy's outputs)
-
-
-class ResNet50Features(nn.Module):
-    """torchvision's ResNet-50 without ``fc`` (2048-d pooled features), randomly initialised."""
-
-    out_features = 2048
-
-    def __init__(self):
-        super().__init__()
-        self.net = torchvision.models.resnet50()
-        self.net.fc = nn.Identity()
-
-    def forward(self, images):
-        return self.net(images)
 
 
 def make_model(arch: str) -> Embedder:
@@ -42,7 +27,7 @@ def make_model(arch: str) -> Embedder:
     if arch == "small":
         return Embedder(SmallConvNet((16, 32, 64, 128)), embedding_size=128, mean=(0.5,) * 3, std=(0.5,) * 3)
     if arch == "resnet50":
-        return Embedder(ResNet50Features(), freeze_bn=True)
+        return Embedder(TorchvisionBackbone("resnet50"), freeze_bn=True)  # random weights: speed only
     raise ValueError(f"unknown arch {arch!r}: small or resnet50")
 
 

@@ -68,47 +68,42 @@ def _hue(image: torch.Tensor, factor: float) -> torch.Tensor:
     return F2.pil_to_tensor(F.adjust_hue(pil, factor)).float()
 
 
-class _ColorJitterOnCrop:
-    """torchvision's ColorJitter (PIL's ImageEnhance rules: each step blends with black, the mean
-    grey or the pixel's grey, then clips to [0, 255]) on a crop, in float32 until the last step.
-    Contrast blends with the mean grey of the whole image, not of the crop."""
+def _pixelwise_jitter(index: int, image: torch.Tensor, factor: float) -> torch.Tensor:
+    """Brightness (0), saturation (2) or hue (3) as ColorJitter applies them, on floats."""
+    if index == 0:
+        return image.mul(factor).clamp_(0, 255)
+    if index == 2:
+        grey = _grey(image)
+        return image.sub(grey).mul_(factor).add_(grey).clamp_(0, 255)
+    return _hue(image, factor)
 
-    def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0):
-        self.ranges = T.ColorJitter(brightness, contrast, saturation, hue)
 
-    def sample(self):
-        """(order, brightness, contrast, saturation, hue), drawn exactly as ColorJitter draws them."""
-        r = self.ranges
-        return T.ColorJitter.get_params(r.brightness, r.contrast, r.saturation, r.hue)
+def jitter_crop(crop: torch.Tensor, image: torch.Tensor, params) -> torch.Tensor:
+    """ColorJitter with ``params`` (from ``T.ColorJitter.get_params``) applied to ``crop``, a crop
+    of ``image``, as if applied to the whole image before cropping.
 
-    @staticmethod
-    def _pixelwise(index: int, image: torch.Tensor, factor: float) -> torch.Tensor:
-        if index == 0:
-            return image.mul(factor).clamp_(0, 255)
-        if index == 2:
-            grey = _grey(image)
-            return image.sub(grey).mul_(factor).add_(grey).clamp_(0, 255)
-        return _hue(image, factor)
-
-    def __call__(self, crop: torch.Tensor, image: torch.Tensor, params) -> torch.Tensor:
-        order, *factors = params
-        crop = crop.float()
-        whole = None
-        if factors[1] is not None:
-            step = max(1, min(image.shape[-2:]) // _MEAN_SAMPLE_SIDE)
-            whole = image[:, ::step, ::step].float()
-        for index in order.tolist():
-            factor = factors[index]
-            if factor is None:
-                continue
-            if index == 1:
-                mean = float(int(_grey(whole).mean() + 0.5))
-                crop = crop.sub(mean).mul_(factor).add_(mean).clamp_(0, 255)
-                whole = None
-            else:
-                crop = self._pixelwise(index, crop, factor)
-                whole = None if whole is None else self._pixelwise(index, whole, factor)
-        return crop.round_().to(torch.uint8)
+    PIL's ImageEnhance rules, which torchvision uses: each step blends with black, the mean grey
+    or the pixel's grey, then clips to [0, 255]; computed in float32 until the last step. Contrast
+    blends with the mean grey of the whole image (given the steps before it), not of the crop.
+    """
+    order, *factors = params
+    crop = crop.float()
+    whole = None
+    if factors[1] is not None:
+        step = max(1, min(image.shape[-2:]) // _MEAN_SAMPLE_SIDE)
+        whole = image[:, ::step, ::step].float()
+    for index in order.tolist():
+        factor = factors[index]
+        if factor is None:
+            continue
+        if index == 1:
+            mean = float(int(_grey(whole).mean() + 0.5))
+            crop = crop.sub(mean).mul_(factor).add_(mean).clamp_(0, 255)
+            whole = None
+        else:
+            crop = _pixelwise_jitter(index, crop, factor)
+            whole = None if whole is None else _pixelwise_jitter(index, whole, factor)
+    return crop.round_().to(torch.uint8)
 
 
 class TrainTransform:
@@ -124,14 +119,18 @@ class TrainTransform:
         hflip: bool = True,
     ):
         self.crop_size, self.resize = crop_size, resize
-        self.jitter = _ColorJitterOnCrop(*color_jitter) if color_jitter is not None else None
+        # torchvision's own ColorJitter holds the ranges; its get_params draws the factors.
+        self.color_jitter = T.ColorJitter(*color_jitter) if color_jitter is not None else None
         self.scale, self.ratio, self.hflip = tuple(scale), tuple(ratio), hflip
         self.min_decode_size = min_decode_size(resize)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
         resized_height, resized_width = resized_size(height, width, self.resize)
-        jitter = self.jitter.sample() if self.jitter is not None else None
+        jitter = None
+        if self.color_jitter is not None:
+            j = self.color_jitter
+            jitter = T.ColorJitter.get_params(j.brightness, j.contrast, j.saturation, j.hue)
         top, left, h, w = T.RandomResizedCrop.get_params(
             torch.empty(0, resized_height, resized_width), self.scale, self.ratio
         )
@@ -141,7 +140,7 @@ class TrainTransform:
         x1 = max(x0 + 1, round((left + w) * x_scale))
         crop = F2.resized_crop(image, y0, x0, y1 - y0, x1 - x0, [self.crop_size] * 2, antialias=True)
         if jitter is not None:
-            crop = self.jitter(crop, image, jitter)
+            crop = jitter_crop(crop, image, jitter)
         if self.hflip and torch.rand(1) < 0.5:
             crop = F2.horizontal_flip(crop)
         return crop
