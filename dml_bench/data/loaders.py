@@ -15,8 +15,8 @@ def available_cpus() -> int:
 def default_num_workers() -> int:
     """One core is left for the training loop; at most 16 workers per process.
 
-    A worker decodes and augments about 250-700 images/s (docs/README-performance.md), and a
-    ResNet-50 step on a recent GPU consumes a few thousand, so large machines need many workers.
+    A worker decodes and augments about 250-600 CUB-sized images/s (README, Performance), while a
+    GPU training ResNet-50 can take thousands per second, so large machines need many workers.
     """
     return max(0, min(16, available_cpus() - 1))
 
