@@ -71,7 +71,7 @@ def test_composed_config_holds_the_papers_recipe(name):
     loss = cfg.loss
     assert loss._target_ == "dml_bench.losses.CrossEntropyLoss"
     assert (loss.label_smoothing, loss.dropout, loss.temperature) == (0.1, 0.5, 1.0)
-    assert loss.normalize is False and loss.bias is True and loss.zero_init is True and loss.param_lr is None
+    assert loss.normalize is False and loss.bias is True and loss.zero_init is True and loss.param_lr_mult is None
     assert cfg.miner._target_ is None
     assert cfg.sampler._target_ == "dml_bench.data.UniformSampler"
 

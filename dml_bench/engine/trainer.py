@@ -33,6 +33,9 @@ class Trainer:
     Writes under ``run_dir``: history.jsonl (one line per evaluation), metrics.json (the metrics
     of the best epoch on ``monitor``), checkpoints/last.pt and best.pt, and TensorBoard events
     in tb/. With ``patience``, training stops after that many evaluations without a new best.
+    ``eval_probes`` maps a name to a function called after each evaluation (e.g. the MI terms of
+    the embeddings just computed); its dict of floats is logged to TensorBoard, keys as tags, and
+    stored in the history line under that name.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class Trainer:
         grad_clip: float | None = None,
         config: dict | None = None,
         progress: bool = True,
+        eval_probes: dict | None = None,
     ):
         self.model, self.loss, self.miner = model, loss, miner
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -69,6 +73,7 @@ class Trainer:
         self.eval_every, self.monitor, self.patience = eval_every, monitor, patience
         self.log_every_steps, self.grad_clip = log_every_steps, grad_clip
         self.config, self.progress = config, progress
+        self.eval_probes = eval_probes or {}
         self.epoch, self.global_step = 0, 0
         self.best = {"epoch": None, "value": -math.inf, "metrics": None}
         self.history_path = self.run_dir / "history.jsonl"
@@ -131,9 +136,13 @@ class Trainer:
         for name, value in metrics.items():
             if name != NUM_QUERIES:
                 self.writer.add_scalar(eval_tag(name), value, self.global_step)
+        probed = {name: probe() for name, probe in self.eval_probes.items()}
+        for values in probed.values():
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, self.global_step)
         self.writer.flush()
         record = {"epoch": self.epoch, "step": self.global_step, "train_loss": train_loss,
-                  "elapsed_s": round(elapsed, 2), "metrics": metrics}
+                  "elapsed_s": round(elapsed, 2), "metrics": metrics, **probed}
         append_jsonl(self.history_path, record)
         log.info("epoch %d: %s", self.epoch,
                  ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != NUM_QUERIES))
