@@ -4,6 +4,7 @@ loss with parameters (cross-entropy) and for a pairwise loss with a miner. Also:
 SLURM job, as submitit derives them from SLURM's variables."""
 
 import os
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -78,13 +79,15 @@ def test_one_ddp_step_equals_one_single_process_step(loss_name, ddp_steps, tmp_p
             torch.testing.assert_close(rank[loss_name][name], value, rtol=1e-5, atol=1e-6)
 
 
-def test_ranks_of_a_slurm_job_come_from_slurm_variables(monkeypatch):
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    for name, value in {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2",
-                        "SLURM_NODEID": "1", "SLURM_PROCID": "5", "SLURM_LOCALID": "1",
-                        "SLURM_JOB_NODELIST": "gpu[07-08]"}.items():
-        monkeypatch.setenv(name, value)
-    assert launcher_world() == World(rank=5, size=8, local_rank=1)
-    assert os.environ["MASTER_ADDR"] == "gpu07" and os.environ["WORLD_SIZE"] == "8"
+SLURM_TASK = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2",
+              "SLURM_NODEID": "1", "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]"}
+
+
+def test_ranks_of_a_slurm_job_come_from_slurm_variables():
+    # patch.dict restores os.environ as a whole, the variables launcher_world exports included.
+    with patch.dict(os.environ, SLURM_TASK):
+        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
+            os.environ.pop(name, None)
+        assert launcher_world() == World(rank=5, size=8, local_rank=1)
+        assert os.environ["MASTER_ADDR"] == "gpu07" and os.environ["WORLD_SIZE"] == "8"
+    assert "RANK" not in os.environ

@@ -168,7 +168,8 @@ class Trainer:
         for its metrics."""
         if not self.world.is_main:
             return broadcast_object(None, self.world)
-        with suggest_smaller_batch("evaluation", "evaluation.batch_size", self.evaluator.query_loader.batch_size):
+        batch_size = getattr(getattr(self.evaluator, "query_loader", None), "batch_size", None)
+        with suggest_smaller_batch("evaluation", "evaluation.batch_size", batch_size):
             metrics = self.evaluator(unwrap(self.model), self.device, self.amp_dtype)
         for name, value in metrics.items():
             if name != NUM_QUERIES:
