@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from dml_bench.engine.run_files import read_jsonl
 from dml_bench.engine.tables import markdown_table
 from dml_bench.evaluation.metric_names import MAP_AT_R, NUM_QUERIES, R_PRECISION, recall_key
 
@@ -27,12 +28,17 @@ PAPER_RECALL = {
 }
 
 
+def natural_key(path: Path) -> list:
+    """Sort key under which multirun job folders 2 and 10 come in that order."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
 def find_runs(paths: list[str | Path]) -> list[Path]:
     """Every run folder (one holding ``.hydra/config.yaml``) under the given folders."""
     runs = set()
     for path in map(Path, paths):
         runs.update(config.parent.parent for config in path.rglob(".hydra/config.yaml"))
-    return sorted(runs)
+    return sorted(runs, key=natural_key)
 
 
 def read_run(run_dir: Path) -> dict:
@@ -49,12 +55,15 @@ def read_run(run_dir: Path) -> dict:
 
 
 def last_error_line(run_dir: Path) -> str:
-    """The last ERROR line of the run's log, or a note that the run never finished."""
+    """The last ERROR line of the run's log (every failure logs one, see
+    ``dml_bench.utils.report_user_errors``), or, without one, how far the run got."""
     for log_file in sorted(run_dir.glob("*.log")):
         errors = [line for line in log_file.read_text(errors="replace").splitlines() if "[ERROR]" in line]
         if errors:
             return errors[-1].split("[ERROR] - ", 1)[-1].strip()
-    return "no metrics.json (still running, killed, or crashed)"
+    history = read_jsonl(run_dir / "history.jsonl")
+    reached = f" after epoch {history[-1]['epoch']}" if history else ""
+    return f"no metrics.json: still running, or killed{reached} (continue it with resume={run_dir})"
 
 
 def metric_columns(records: list[dict]) -> list[str]:

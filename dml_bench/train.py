@@ -13,18 +13,26 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dml_bench.data.loaders import make_loader
+from dml_bench.data.loaders import SeededSamples, make_loader
 from dml_bench.data.splits import open_split
 from dml_bench.data.validation import class_disjoint_split
+from dml_bench.engine import distributed
 from dml_bench.engine.final_test import test_selected_checkpoint
 from dml_bench.engine.optim import param_groups
+from dml_bench.engine.resume import resume_checkpoint
 from dml_bench.engine.run_files import run_info, write_json
 from dml_bench.engine.trainer import Trainer
 from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.evaluation.mi_terms import mi_terms
 from dml_bench.losses.compat import check_miner
-from dml_bench.utils import report_user_errors, resolve_amp, resolve_device, seed_everything
+from dml_bench.utils import (
+    report_user_errors,
+    resolve_amp,
+    resolve_device,
+    seed_everything,
+    set_deterministic,
+)
 
 log = logging.getLogger("dml_bench.train")
 
@@ -78,12 +86,33 @@ def build_evaluator(cfg: DictConfig, query_loader, gallery_loader=None) -> Retri
                               progress=cfg.trainer.progress)
 
 
+def build_world(cfg: DictConfig) -> distributed.World:
+    """The ranks of this launch (torchrun, or a submitit job with several tasks), checked against
+    the config: several processes need trainer=ddp, and the global batch must split evenly."""
+    world = distributed.launcher_world()
+    if world.size > 1 and not cfg.trainer.distributed:
+        raise UserError(f"{world.size} processes were launched (WORLD_SIZE={world.size}) but trainer.distributed "
+                        "is false: add trainer=ddp to train one model across them.")
+    if cfg.trainer.batch_size % world.size:
+        raise UserError(f"trainer.batch_size={cfg.trainer.batch_size} is the global batch and must split evenly "
+                        f"over the {world.size} ranks; use a multiple of {world.size}.")
+    distributed.init_distributed(world)
+    distributed.rank_zero_logging(world)
+    return world
+
+
 def train(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    checkpoint = None
+    if cfg.resume:
+        checkpoint = resume_checkpoint(cfg.resume, run_dir, OmegaConf.to_container(cfg, resolve=False))
+    world = build_world(cfg)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.trainer.device)
+    device = distributed.rank_device(resolve_device(cfg.trainer.device), world)
+    deterministic = set_deterministic(cfg.trainer.deterministic, device)
     amp_dtype = resolve_amp(cfg.trainer.amp, device)
-    write_json(run_dir / "run_info.json", run_info(device, cfg.seed))
+    if world.is_main:
+        write_json(run_dir / "run_info.json", run_info(device, cfg.seed, world.size, deterministic))
 
     datasets = build_datasets(cfg)
     if cfg.protocol.validation_fraction:  # protocol=rigorous: select on held-out training classes
@@ -95,8 +124,10 @@ def train(cfg: DictConfig) -> float:
     train_set = datasets["train"]
     pin_memory = device.type == "cuda" if cfg.trainer.pin_memory == "auto" else cfg.trainer.pin_memory
     loader_options = dict(num_workers=cfg.trainer.num_workers, pin_memory=pin_memory, seed=cfg.seed)
-    sampler = instantiate(cfg.sampler)(labels=train_set.targets, batch_size=cfg.trainer.batch_size, seed=cfg.seed)
-    train_loader = make_loader(train_set, cfg.trainer.batch_size, sampler=sampler, drop_last=True, **loader_options)
+    sampler = instantiate(cfg.sampler)(labels=train_set.targets, batch_size=cfg.trainer.batch_size, seed=cfg.seed,
+                                       num_replicas=world.size, rank=world.rank)
+    train_loader = make_loader(SeededSamples(train_set), cfg.trainer.batch_size // world.size, sampler=sampler,
+                               drop_last=True, **loader_options)
     batch_size = cfg.trainer.batch_size
     log.info("epoch length: %d batches of %d = %d of the %d training images (%s)", len(train_loader),
              batch_size, len(train_loader) * batch_size, len(train_set), type(sampler).__name__)
@@ -107,7 +138,12 @@ def train(cfg: DictConfig) -> float:
     model = instantiate(cfg.model).to(device, memory_format=memory_format)
     if cfg.trainer.compile:
         model.compile()  # in place: checkpoints keep the plain parameter names
-    loss, param_lr = build_loss(cfg, train_set.num_classes, model.embedding_size)
+    if world.size > 1:
+        sync_batchnorm = cfg.trainer.sync_batchnorm
+        if sync_batchnorm == "auto":  # BatchNorm frozen in eval mode has no batch statistics to sync
+            sync_batchnorm = device.type == "cuda" and not cfg.model.get("freeze_bn", False)
+        model = distributed.distribute_model(model, device, sync_batchnorm)
+    loss, param_lr = build_loss(cfg, train_set.num_classes, distributed.unwrap(model).embedding_size)
     loss = loss.to(device)
     miner = build_miner(cfg, loss)
 
@@ -128,11 +164,12 @@ def train(cfg: DictConfig) -> float:
         config=OmegaConf.to_container(cfg, resolve=True), progress=cfg.trainer.progress,
         eval_probes={"mi": lambda: mi_terms(evaluator.last_embeddings["query"],
                                             evaluator.last_embeddings["query_labels"])},
+        checkpoint_every_steps=cfg.trainer.checkpoint_every_steps, world=world,
     )
-    summary = trainer.fit()
+    summary = trainer.fit(resume_from=checkpoint)
     selected = summary["metrics"][cfg.trainer.monitor]
-    if evaluator is not test_evaluator:
-        test_selected_checkpoint(model, test_evaluator, run_dir, device, amp_dtype, summary)
+    if evaluator is not test_evaluator and world.is_main:  # rank 0 evaluates, as during training
+        test_selected_checkpoint(distributed.unwrap(model), test_evaluator, run_dir, device, amp_dtype, summary)
     return selected
 
 
@@ -142,4 +179,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    distributed.share_start_time()  # before Hydra names the run folder
     main()

@@ -113,3 +113,11 @@ def test_training_stops_after_patience_evaluations_without_a_new_best(tmp_path):
 def test_without_patience_every_epoch_runs(tmp_path):
     summary = make_trainer(tmp_path, [0.5, 0.4, 0.3, 0.2, 0.1], patience=None, epochs=4).fit()
     assert (summary["best_epoch"], summary["last_epoch"]) == (1, 4)
+
+
+def test_a_run_that_stopped_early_stays_stopped_when_resumed(tmp_path):
+    values = [0.1, 0.2, 0.4, 0.3, 0.4, 0.35, 0.9, 0.9, 0.9, 0.9, 0.9]
+    make_trainer(tmp_path, values, patience=3).fit()
+    summary = make_trainer(tmp_path, values, patience=3).fit(resume_from=tmp_path / "checkpoints" / "last.pt")
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "history.jsonl")] == [0, 1, 2, 3, 4, 5]
+    assert (summary["best_epoch"], summary["last_epoch"]) == (2, 5)

@@ -1,5 +1,6 @@
 """The results table: seeds aggregated (mean ± sample std, count), and paper runs set against the
-paper. Run folders are written here in the format every run leaves behind."""
+paper; failed runs with their error line, killed ones with how far they got. Run folders are
+written here in the format every run leaves behind."""
 
 import csv
 import json
@@ -7,6 +8,7 @@ import statistics
 
 import yaml
 
+from dml_bench.results import collect, read_run
 from scripts.collect_results import main as collect_main
 
 
@@ -84,3 +86,28 @@ def test_runs_outside_paper_experiments_get_no_comparison(tmp_path, capsys):
     collect_main([str(tmp_path)])
     text = capsys.readouterr().out
     assert "Against the paper" not in text and "0.5500 ± 0.0707" in text
+
+
+def test_a_failed_run_reports_its_error_line(tmp_path):
+    write_run(tmp_path / "0", ["seed=0"], None, error="The loss became nan at epoch 1, step 5. Lower the lr.")
+    record = read_run(tmp_path / "0")
+    assert record["status"] == "failed" and record["overrides"] == {"seed": "0"}
+    assert record["error"] == "The loss became nan at epoch 1, step 5. Lower the lr."
+
+
+def test_a_killed_run_says_how_far_it_got_and_how_to_continue(tmp_path):
+    write_run(tmp_path, [], None)
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps({"epoch": e, "metrics": {}}) + "\n" for e in range(3)))
+    assert read_run(tmp_path)["error"] == (f"no metrics.json: still running, or killed after epoch 2 "
+                                           f"(continue it with resume={tmp_path})")
+
+
+def test_per_run_table_lists_jobs_in_numeric_order(tmp_path):
+    for job in (2, 10):
+        write_run(tmp_path / str(job), [f"seed={job}"], {"recall@1": job / 100, "num_queries": 5})
+    write_run(tmp_path / "1", ["seed=1"], None, error="ValueError: bad m")
+    _, headers, rows = collect([tmp_path], per_run=True)
+    assert headers == ["run", "seed", "recall@1", "best_epoch", "status"]
+    assert rows == [["1", "1", None, None, "failed: ValueError: bad m"],
+                    ["2", "2", 0.02, 3, "completed"],
+                    ["10", "10", 0.1, 3, "completed"]]

@@ -1,4 +1,4 @@
-"""Samplers: deterministic under a seed, m-per-class batches, DDP shards that add up."""
+"""Samplers: deterministic under a seed, m-per-class batches, DDP shards that add up, resumable."""
 
 import collections
 
@@ -7,6 +7,10 @@ import pytest
 from dml_bench.data import MPerClassSampler, UniformSampler
 
 LABELS = [c for c in range(20) for _ in range(3 + c % 4)]
+
+
+def indices(sampler) -> list[int]:
+    return [index for index, _ in sampler]
 
 
 @pytest.mark.parametrize("make", [lambda **kw: UniformSampler(LABELS, 16, **kw),
@@ -20,13 +24,13 @@ def test_same_seed_same_order_new_epoch_new_order(make):
 
 
 def test_uniform_is_without_replacement():
-    order = list(UniformSampler(LABELS, 16, seed=0))
+    order = indices(UniformSampler(LABELS, 16, seed=0))
     assert len(set(order)) == len(order)
 
 
 def test_m_per_class_batches_hold_m_images_of_each_class():
     sampler = MPerClassSampler(LABELS, 16, m=4, seed=0)
-    order = list(sampler)
+    order = indices(sampler)
     for start in range(0, len(order), 16):
         counts = collections.Counter(LABELS[i] for i in order[start:start + 16])
         assert len(counts) == 4 and set(counts.values()) == {4}
@@ -40,3 +44,23 @@ def test_ranks_split_each_global_batch(cls):
     for b in range(len(single) // 16):
         rebuilt += shards[0][b * 8:(b + 1) * 8] + shards[1][b * 8:(b + 1) * 8]
     assert rebuilt == single
+
+
+@pytest.mark.parametrize("cls", [UniformSampler, MPerClassSampler])
+def test_every_position_of_an_epoch_gets_its_own_seed_shared_by_the_ranks(cls):
+    single = list(cls(LABELS, 16, seed=0))
+    seeds = [seed for _, seed in single]
+    assert len(set(seeds)) == len(seeds)
+    shards = [list(cls(LABELS, 16, seed=0, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert sorted(shards[0] + shards[1]) == sorted(single)
+
+
+@pytest.mark.parametrize("cls", [UniformSampler, MPerClassSampler])
+@pytest.mark.parametrize("num_replicas", [1, 2])
+def test_start_batch_skips_exactly_the_trained_batches(cls, num_replicas):
+    full, resumed = (cls(LABELS, 16, seed=5, num_replicas=num_replicas, rank=num_replicas - 1) for _ in range(2))
+    full.set_epoch(3)
+    resumed.set_epoch(3, start_batch=2)
+    per_rank = 16 // num_replicas
+    assert list(resumed) == list(full)[2 * per_rank:]
+    assert len(resumed) == len(full) - 2 * per_rank

@@ -17,8 +17,10 @@ def default_num_workers() -> int:
 
     A worker decodes and augments about 250-600 CUB-sized images/s (README, Performance), while a
     GPU training ResNet-50 can take thousands per second, so large machines need many workers.
+    The processes of a distributed run on one machine (torchrun's LOCAL_WORLD_SIZE) share its cores.
     """
-    return max(0, min(16, available_cpus() - 1))
+    cpus = available_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(16, cpus - 1))
 
 
 def resolve_num_workers(num_workers) -> int:
@@ -30,6 +32,34 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+class SeededSamples(Dataset):
+    """The training set read through ``(index, sample_seed)`` keys, as our samplers yield them.
+
+    Each sample's random transform draws from Python's, numpy's and torch's CPU generators seeded
+    with its ``sample_seed``; the caller's generator states are restored afterwards, so loading in
+    the main process (``num_workers=0``) leaves the training RNG untouched.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.default_generator.manual_seed(seed)  # not torch.manual_seed: that reseeds CUDA too
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
 
 
 def make_loader(

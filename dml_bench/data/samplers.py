@@ -1,8 +1,14 @@
 """Samplers of training indices, deterministic under a seed and shardable across DDP ranks.
 
-Each yields the indices of one epoch, batch after batch; with ``num_replicas > 1`` every global
-batch of ``batch_size`` is cut into equal per-rank slices, so all ranks together see exactly the
-batches a single process would. ``set_epoch`` reseeds (seed + epoch), as DistributedSampler does.
+Each yields the ``(index, sample_seed)`` pairs of one epoch, batch after batch; with
+``num_replicas > 1`` every global batch of ``batch_size`` is cut into equal per-rank slices, so all
+ranks together see exactly the batches a single process would. ``set_epoch`` reseeds (seed +
+epoch), as DistributedSampler does, and can skip the batches a resumed run has already trained on.
+
+``sample_seed`` seeds that sample's random transform (``loaders.SeededSamples``): augmentations
+then depend only on (seed, epoch, position in the global epoch), never on the number of DataLoader
+workers, the point a run was resumed from, or the number of ranks. PML's MPerClassSampler draws
+from numpy's global RNG instead; ours replaces it.
 """
 
 from collections.abc import Iterator, Sequence
@@ -21,23 +27,28 @@ class _EpochSampler(Sampler[int]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Draw epoch ``epoch``'s batches and yield them from batch ``start_batch`` on."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     @property
     def num_batches(self) -> int:
         raise NotImplementedError
 
     def __len__(self) -> int:
-        return self.num_batches * self.batch_size // self.num_replicas
+        return max(0, self.num_batches - self.start_batch) * self.batch_size // self.num_replicas
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         batches = self.global_batches(generator).view(self.num_batches, self.batch_size)
+        # Drawn after the batches, so the order of indices does not depend on them.
+        seeds = torch.randint(2**31, batches.shape, generator=generator)
         per_rank = self.batch_size // self.num_replicas
-        own = batches[:, self.rank * per_rank : (self.rank + 1) * per_rank]
-        return iter(own.reshape(-1).tolist())
+        own = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+        indices, seeds = (t[self.start_batch:, own].reshape(-1).tolist() for t in (batches, seeds))
+        return zip(indices, seeds)
 
     def global_batches(self, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError

@@ -8,19 +8,21 @@ import numpy as np
 import torch
 
 
-def rng_states() -> dict:
+def rng_states(device: torch.device) -> dict:
+    """Python's, numpy's and torch's generators, and that of the CUDA ``device`` the process uses
+    (one per process: each DDP rank restores it on its own GPU)."""
     states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
     return states
 
 
-def restore_rng_states(states: dict) -> None:
+def restore_rng_states(states: dict, device: torch.device) -> None:
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -72,7 +72,7 @@ def device_description(device: torch.device) -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def run_info(device: torch.device, seed: int, world_size: int = 1) -> dict:
+def run_info(device: torch.device, seed: int, world_size: int = 1, deterministic: bool | None = None) -> dict:
     return {
         "git_commit": git_commit(),
         "packages": package_versions(),
@@ -80,6 +80,7 @@ def run_info(device: torch.device, seed: int, world_size: int = 1) -> dict:
         "device": device_description(device),
         "world_size": world_size,
         "seed": seed,
+        "deterministic": deterministic,
         "host": socket.gethostname(),
         "command": sys.argv,
     }

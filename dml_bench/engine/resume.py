@@ -1,0 +1,52 @@
+"""``resume=RUN_DIR``: continue a run in its own folder, from its last checkpoint, with its config."""
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from dml_bench.errors import UserError
+
+# What may differ from the run's own config when resuming: these change speed, display, or where
+# the data is read from, not what the run computes.
+MAY_CHANGE = (
+    "resume", "data_dir", "dataset.root", "trainer.device", "trainer.distributed",
+    "trainer.num_workers", "trainer.pin_memory", "trainer.progress", "trainer.log_every_steps",
+    "trainer.checkpoint_every_steps", "evaluation.batch_size", "evaluation.backend",
+)
+
+
+def flatten(tree, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are leaves."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}{key}."))
+    return {key.rstrip("."): value for key, value in flat.items()}
+
+
+def resume_checkpoint(resume: str, run_dir: Path, config: dict) -> Path | None:
+    """Check that Hydra put this run in the ``resume`` folder and that ``config`` (the composed
+    config, unresolved) is the run's own; return its last checkpoint, or None when it never wrote
+    one (the run then starts afresh in its folder)."""
+    if Path(resume).resolve() != run_dir.resolve():
+        raise UserError(f"resume={resume} continues one run in its own folder, but this job writes to "
+                        f"{run_dir}: resume without -m (multirun) and without hydra.run.dir.")
+    stored_file = run_dir / ".hydra" / "config.yaml"
+    if not stored_file.is_file():
+        raise UserError(f"resume={resume} is not a run folder: {stored_file} does not exist. Give the "
+                        "folder of a run started by dml_bench.train, e.g. resume=outputs/2026-01-31/12-00-00.")
+    stored = flatten(OmegaConf.to_container(OmegaConf.load(stored_file), resolve=False))
+    current = flatten(config)
+    changed = sorted(key for key in stored.keys() | current.keys()
+                     if stored.get(key) != current.get(key) and not key.startswith(MAY_CHANGE))
+    if changed:
+        overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+        differences = ", ".join(f"{key} ({stored.get(key)!r} in the run, {current.get(key)!r} now)"
+                                for key in changed)
+        raise UserError(
+            f"resume={resume} continues that run with its own config, but {differences}. Give the "
+            f"run's overrides again: python -m dml_bench.train {' '.join(overrides)} resume={resume}"
+        )
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    return checkpoint if checkpoint.is_file() else None

@@ -1,0 +1,129 @@
+"""Failing clearly: each failure names its cause and the fix in one paragraph, without a wall of
+traceback (HYDRA_FULL_ERROR=1 shows it); a failing job of a multirun does not stop the others."""
+
+import re
+
+import pytest
+import torch
+from conftest import run_train
+from tiny_runs import ENV, tiny_args, tiny_glyphs, tiny_train
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from dml_bench.engine.trainer import Trainer
+from dml_bench.errors import UserError
+from dml_bench.evaluation.evaluator import RetrievalEvaluator
+from dml_bench.losses import CrossEntropyLoss
+from dml_bench.results import collect
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return tiny_glyphs(tmp_path_factory.mktemp("tiny_glyphs"))
+
+
+def assert_one_paragraph(result) -> None:
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def assert_last_checkpoint_is_good(path, failed_step: int) -> None:
+    state = torch.load(path, weights_only=False)
+    assert state["global_step"] == failed_step - 1 > 0
+    assert all(torch.isfinite(value).all() for value in state["model"].values())
+
+
+def test_non_finite_loss_names_step_and_value_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    # model.freeze_bn: otherwise BatchNorm's running statistics overflow first (next test).
+    result = tiny_train(*tiny_args(data, "optimizer.lr=1e6", "model.freeze_bn=true",
+                                   "trainer.checkpoint_every_steps=1", f"hydra.run.dir={tmp_path}"), check=False)
+    assert_one_paragraph(result)
+    match = re.search(r"The loss became (\S+) at epoch 1, step (\d+)\. The last good checkpoint is (\S+)\.",
+                      result.stderr)
+    assert match, result.stderr
+    assert not torch.isfinite(torch.tensor(float(match[1])))
+    assert_last_checkpoint_is_good(match[3], int(match[2]))
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_non_finite_weights_are_never_checkpointed(data, tmp_path):
+    result = tiny_train(*tiny_args(data, "optimizer.lr=1e6", "trainer.checkpoint_every_steps=1",
+                                   f"hydra.run.dir={tmp_path}"), check=False)
+    assert_one_paragraph(result)
+    match = re.search(r"became non-finite at epoch 1, step (\d+)\. The last good checkpoint is (\S+)\.",
+                      result.stderr)
+    assert match, result.stderr
+    assert_last_checkpoint_is_good(match[2], int(match[1]))
+
+
+def test_unknown_config_name_lists_the_choices(data):
+    result = tiny_train(*tiny_args(data, "loss=no_such_loss"), check=False)
+    assert_one_paragraph(result)
+    assert "Could not find 'loss/no_such_loss'" in result.stderr
+    assert re.search(r"Available options in 'loss':\s+contrastive\s+cross_entropy", result.stderr)
+
+
+def test_override_of_a_missing_key_names_the_key(data):
+    result = tiny_train(*tiny_args(data, "trainer.no_such_key=1"), check=False)
+    assert_one_paragraph(result)
+    assert "Could not override 'trainer.no_such_key'" in result.stderr
+
+
+def test_hydra_full_error_shows_the_traceback(data, tmp_path):
+    result = run_train(*tiny_args(data, "trainer.amp=fp8", f"hydra.run.dir={tmp_path}"),
+                       env={**ENV, "HYDRA_FULL_ERROR": "1"}, check=False)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "UserError: trainer.amp=fp8 is not one of" in result.stderr
+
+
+def test_a_failing_job_does_not_stop_the_multirun_and_is_listed_as_failed(data, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = tiny_train("-m", *tiny_args(data, "trainer.amp=fp8,none", "trainer.epochs=1", f"hydra.sweep.dir={sweep}"))
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (sweep / "0" / "metrics.json").exists() and (sweep / "1" / "metrics.json").is_file()
+    _, headers, rows = collect([sweep], per_run=True)
+    status = {row[headers.index("trainer.amp")]: row[headers.index("status")] for row in rows}
+    assert status == {"fp8": "failed: trainer.amp=fp8 is not one of auto, bf16, fp16, none.", "none": "completed"}
+
+
+# ---- CUDA out of memory, raised on CPU by a module, through the real trainer ---------------------
+class Points(Dataset):
+    """Eight 2-D points of four classes, items shaped like RetrievalDataset's."""
+
+    def __init__(self):
+        self.labels = [0, 0, 1, 1, 2, 2, 3, 3]
+        self.points = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.points[index], self.labels[index], index
+
+
+class OutOfMemory(nn.Module):
+    """A linear embedding that runs out of CUDA memory in training (or in evaluation) mode."""
+
+    def __init__(self, in_training: bool):
+        super().__init__()
+        self.linear = nn.Linear(2, 2)
+        self.in_training = in_training
+
+    def forward(self, x):
+        if self.training == self.in_training:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return self.linear(x)
+
+
+@pytest.mark.parametrize(("in_training", "override"), [(True, "trainer.batch_size"),
+                                                        (False, "evaluation.batch_size")])
+def test_cuda_out_of_memory_suggests_a_smaller_batch(tmp_path, in_training, override):
+    model, loss = OutOfMemory(in_training), CrossEntropyLoss(num_classes=4, embedding_size=2)
+    trainer = Trainer(
+        model=model, loss=loss, optimizer=torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1),
+        train_loader=DataLoader(Points(), batch_size=4), evaluator=RetrievalEvaluator(
+            DataLoader(Points(), batch_size=4), progress=False),
+        run_dir=tmp_path, epochs=1, device=torch.device("cpu"), progress=False,
+    )
+    with pytest.raises(UserError, match=rf"out of memory .* with {override}=4 .* Lower {override}, e\.g\. {override}=2"):
+        trainer.fit()

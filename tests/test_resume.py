@@ -1,0 +1,109 @@
+"""Reproducible runs and crash-safe resume: a run killed with SIGKILL at any point and resumed
+with ``resume=RUN_DIR`` ends exactly as the uninterrupted run (tiny real runs on CPU, compared
+for equality: metrics.json, history.jsonl and every TensorBoard scalar)."""
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tiny_runs import (
+    kill_when,
+    read_results,
+    start_train,
+    tb_scalars,
+    tiny_args,
+    tiny_glyphs,
+    tiny_train,
+)
+
+STEPS_PER_EPOCH = 10  # 642 training images // batch 64
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return tiny_glyphs(tmp_path_factory.mktemp("tiny_glyphs"))
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """An uninterrupted 3-epoch run."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    tiny_train(*tiny_args(data, f"hydra.run.dir={run_dir}"))
+    return run_dir
+
+
+def history_epochs(run_dir) -> list[int]:
+    path = run_dir / "history.jsonl"
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def checkpoint(run_dir) -> dict | None:
+    path = run_dir / "checkpoints" / "last.pt"
+    return torch.load(path, weights_only=False) if path.exists() else None
+
+
+def assert_same_run(run_dir, reference) -> None:
+    assert read_results(run_dir) == read_results(reference)
+    assert history_epochs(run_dir) == [0, 1, 2, 3]
+    assert tb_scalars(run_dir) == tb_scalars(reference)
+
+
+def test_two_runs_with_the_same_seed_are_identical(data, reference, tmp_path):
+    tiny_train(*tiny_args(data, f"hydra.run.dir={tmp_path}"))
+    assert read_results(tmp_path) == read_results(reference)
+    assert json.loads((tmp_path / "run_info.json").read_text())["deterministic"] is True
+
+
+def test_resume_after_sigkill_ends_as_the_uninterrupted_run(data, reference, tmp_path):
+    run_dir = tmp_path / "run"
+    kill_when(start_train(*tiny_args(data, f"hydra.run.dir={run_dir}")),
+              lambda: (run_dir / "checkpoints" / "last.pt").exists())
+    assert not (run_dir / "metrics.json").exists()
+    # Resumed with DataLoader workers: augmentations come from per-sample seeds, not from workers.
+    result = tiny_train(*tiny_args(data, "trainer.num_workers=2", f"resume={run_dir}"))
+    assert f"run folder: {run_dir}" in result.stdout
+    assert_same_run(run_dir, reference)
+    # The run's own .hydra/ is kept; the resuming command's config goes beside it.
+    assert "resume" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert f"resume={run_dir}" in (run_dir / ".hydra-resume" / "overrides.yaml").read_text()
+    assert "resumed from" in (run_dir / "train.log").read_text()
+
+
+def test_resume_from_a_mid_epoch_checkpoint(data, reference, tmp_path):
+    run_dir = tmp_path / "run"
+    args = tiny_args(data, "trainer.checkpoint_every_steps=2")
+
+    def mid_epoch_checkpoint():
+        state = checkpoint(run_dir)
+        return state is not None and state["epoch"] >= 1 and state["epoch_progress"]["batches"] > 0
+
+    kill_when(start_train(*args, f"hydra.run.dir={run_dir}"), mid_epoch_checkpoint)
+    state = checkpoint(run_dir)
+    assert 0 < state["epoch_progress"]["batches"] < STEPS_PER_EPOCH
+    assert state["global_step"] == STEPS_PER_EPOCH * state["epoch"] + state["epoch_progress"]["batches"]
+    tiny_train(*args, f"resume={run_dir}")
+    assert_same_run(run_dir, reference)
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_afresh(data, reference, tmp_path):
+    run_dir = tmp_path / "run"
+    kill_when(start_train(*tiny_args(data, f"hydra.run.dir={run_dir}")), lambda: history_epochs(run_dir) == [0])
+    assert checkpoint(run_dir) is None, "killed too late: the first checkpoint was already written"
+    tiny_train(*tiny_args(data, f"resume={run_dir}"))
+    assert_same_run(run_dir, reference)
+
+
+def test_resume_with_another_config_names_the_keys_and_the_run_command(data, reference):
+    lr = OmegaConf.load(reference / ".hydra" / "config.yaml").optimizer.lr
+    result = tiny_train(*tiny_args(data, f"optimizer.lr={lr * 2}", f"resume={reference}"), check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"optimizer.lr ({lr!r} in the run, {lr * 2!r} now)" in result.stderr
+    assert "python -m dml_bench.train experiment=quickstart" in result.stderr
+    assert OmegaConf.load(reference / ".hydra" / "config.yaml").optimizer.lr == lr  # left as it was
+
+
+def test_resume_of_a_folder_that_is_no_run_says_so(data, tmp_path):
+    result = tiny_train(*tiny_args(data, f"resume={tmp_path}"), check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"resume={tmp_path} is not a run folder" in result.stderr

@@ -1,0 +1,127 @@
+"""The smallest real training runs, for the reliability tests (resume, determinism, failures, DDP).
+
+``tiny_glyphs(folder)`` writes split files that list a subset of the test glyphs (6 images of each
+training class, 4 of each test class; the images themselves are linked, not copied), and
+``tiny_args`` trains a two-block CNN on 16-pixel crops of them for 3 epochs of 10 steps.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from conftest import ONE_THREAD_ENV, ROOT, run_train
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dml_bench.data.glyphs import prepare_glyphs
+
+GLYPHS = ROOT / "data" / "glyphs-tests"  # the data FAST_OVERRIDES uses, with its settings
+PER_CLASS = {"train": 6, "test": 4}
+# Runs compared for equality must also use the same number of threads.
+ENV = ONE_THREAD_ENV
+
+TINY_OVERRIDES = [
+    "experiment=quickstart",
+    "trainer.epochs=3",
+    "trainer.batch_size=64",
+    "trainer.num_workers=0",
+    "trainer.progress=false",
+    "trainer.log_every_steps=2",
+    "trainer.device=cpu",
+    "scheduler.warmup_iters=5",
+    "model.backbone.widths=[8,16]",
+    "model.embedding_size=32",
+    "dataset.train_transform.crop_size=16",
+    "dataset.test_transform.crop_size=16",
+]
+
+
+def tiny_glyphs(folder: Path) -> Path:
+    prepare_glyphs(GLYPHS, renderings_per_font=1, min_per_class=5)
+    (folder / "splits").mkdir(parents=True, exist_ok=True)
+    if not (folder / "images").exists():
+        (folder / "images").symlink_to(GLYPHS / "images")
+    for split, keep in PER_CLASS.items():
+        with open(GLYPHS / "splits" / f"{split}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept, seen = [], defaultdict(int)
+        for row in rows:
+            seen[row["label"]] += 1
+            if seen[row["label"]] <= keep:
+                kept.append(row)
+        with open(folder / "splits" / f"{split}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["path", "label"])
+            writer.writeheader()
+            writer.writerows(kept)
+    return folder
+
+
+def tiny_args(data: Path, *extra: str) -> list[str]:
+    return [*TINY_OVERRIDES, f"dataset.root={data}", *extra]
+
+
+def tiny_train(*args: str, check=True) -> subprocess.CompletedProcess:
+    return run_train(*args, env=ENV, check=check)
+
+
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m")
+
+
+def torchrun_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 -m dml_bench.train ARGS``: two CPU ranks under gloo."""
+    result = subprocess.run([*TORCHRUN, "dml_bench.train", *args], check=False, cwd=cwd, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **ENV}, timeout=600)
+    assert result.returncode == 0, f"torchrun failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def start_train(*args: str, launcher=(sys.executable, "-m"), cwd=ROOT) -> subprocess.Popen:
+    """``python -m dml_bench.train ARGS`` (or ``torchrun ... -m``) in the background."""
+    return subprocess.Popen([*launcher, "dml_bench.train", *args], cwd=cwd,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **ENV},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (torchrun starts its ranks in sessions of their own)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = children.read_text().split() if children.exists() else []
+    return [pid, *(p for kid in kids for p in process_tree(int(kid)))]
+
+
+def kill_when(process: subprocess.Popen, condition, timeout: float = 300) -> None:
+    """SIGKILL the run and every process it started as soon as ``condition()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended before it could be killed:\n{process.stderr.read()[-3000:]}")
+        assert time.monotonic() < deadline, "timed out waiting to kill the run"
+        time.sleep(0.02)
+    for pid in process_tree(process.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+    process.stderr.close()
+
+
+def read_results(run_dir: Path) -> tuple[dict, list[dict]]:
+    """metrics.json's metrics and best epoch, and history.jsonl without its timings."""
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    for record in history:
+        record.pop("elapsed_s")
+    return {key: summary[key] for key in ("metrics", "best_epoch", "initial_metrics", "final_metrics")}, history
+
+
+def tb_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every TensorBoard scalar of the run as TensorBoard shows it (purged events left out)."""
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
