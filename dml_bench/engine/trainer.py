@@ -148,9 +148,10 @@ class Trainer:
         epoch_batches = self.batches_done + len(self.train_loader)
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.epochs}", leave=False,
                    disable=not self.progress)
+        rank_batch = getattr(self.train_loader, "batch_size", None)
+        global_batch = rank_batch * self.world.size if rank_batch else None
         for images, targets, _ in bar:
-            with suggest_smaller_batch("a training step", "trainer.batch_size",
-                                       self.train_loader.batch_size * self.world.size):
+            with suggest_smaller_batch("a training step", "trainer.batch_size", global_batch):
                 loss = self.train_step(images, targets)
             self.loss_sum += loss
             self.batches_done += 1
