@@ -254,3 +254,44 @@ def test_cuda_matches_cpu(backend):
         backend=backend,
     )
     assert_metrics_equal(on_cuda, on_cpu)
+
+
+def with_duplicates(x, labels):
+    """Every 7th item made an exact copy of the next one; every 14th of them with another label."""
+    x, labels = x.copy(), labels.copy()
+    copies = np.arange(0, len(x) - 1, 7)
+    x[copies] = x[copies + 1]
+    labels[copies] = labels[copies + 1] + (copies % 14 == 0)
+    return x, labels
+
+
+@pytest.mark.parametrize("metric", knn.METRICS)
+def test_symmetric_search_equals_plain_search(metric, small_blocks):
+    """Half the scores, mirrored across blocks, give the plain search's neighbours exactly.
+
+    Integer grid points: every score is exact in float32, so the many equal scores (duplicates,
+    equal distances) are ties for both searches, settled by gallery index. Rows: all but one,
+    so the symmetric search serves them; k up to the whole gallery.
+    """
+    rng = np.random.default_rng(10)
+    x = torch.from_numpy(rng.integers(-2, 3, size=(150, 3)).astype(np.float32))
+    rows = torch.arange(1, len(x))
+    for k in (1, 4, 13, len(x) - 1):
+        symmetric, plain = (
+            knn.leave_one_out_neighbors(x, rows, k, metric=metric, backend=backend)
+            for backend in ("symmetric", "torch")
+        )
+        assert torch.equal(symmetric, plain), k
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_symmetric_metrics_equal_plain_metrics(distance, small_blocks):
+    """Random clustered data with exact duplicates, of the same label and of another one."""
+    x, labels = with_duplicates(*clustered(160, 8, 15, seed=11))
+    ks = (1, 2, 8, 100)
+    symmetric, plain = (
+        retrieval_metrics(x, labels, recall_ks=ks, distance=distance, backend=backend)
+        for backend in ("symmetric", "torch")
+    )
+    assert_metrics_equal(symmetric, plain)
+    assert_metrics_equal(symmetric, brute_force(x, labels, None, None, ks, distance))

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from dml_bench.evaluation.clustering import kmeans_nmi
-from dml_bench.evaluation.knn import nearest_neighbors
+from dml_bench.evaluation.knn import leave_one_out_neighbors, nearest_neighbors
 from dml_bench.evaluation.metric_names import MAP_AT_R, NMI, NUM_QUERIES, R_PRECISION, recall_key
 
 DISTANCES = {"cosine": "inner_product", "euclidean": "l2"}
@@ -122,15 +122,12 @@ class _LabelSearch:
 
     def hits(self, rows: torch.Tensor, k: int) -> torch.Tensor:
         """(len(rows), k) bool: the i-th nearest gallery item of query ``rows`` has its label."""
-        query = self.query if len(rows) == len(self.query) else self.query[rows]
-        neighbors = nearest_neighbors(
-            query,
-            self.gallery,
-            k,
-            metric=self.metric,
-            backend=self.backend,
-            exclude=rows if self.leave_one_out else None,
-        )
+        options = {"metric": self.metric, "backend": self.backend}
+        if self.leave_one_out:
+            neighbors = leave_one_out_neighbors(self.query, rows, k, **options)
+        else:
+            query = self.query if len(rows) == len(self.query) else self.query[rows]
+            neighbors = nearest_neighbors(query, self.gallery, k, **options)
         return self.gallery_codes[neighbors.to(rows.device)] == self.query_codes[rows, None]
 
 
