@@ -59,7 +59,9 @@ def run_train(*args: str, env=None, check=True, timeout=600) -> subprocess.Compl
     result = subprocess.run([sys.executable, "-m", "dml_bench.train", *args], cwd=ROOT, env=full_env,
                             capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"training failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"training failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 

@@ -4,9 +4,9 @@ torch hub cache or a local file, never the network; frozen BatchNorm2d stays fro
 import pytest
 import torch
 import torchvision
+from conftest import CONFIG_DIR, FAST_OVERRIDES, ONE_THREAD_ENV, compose_config, run_train
 from hydra.utils import instantiate
 
-from conftest import CONFIG_DIR, FAST_OVERRIDES, ONE_THREAD_ENV, compose_config, run_train
 from dml_bench.errors import UserError
 from dml_bench.models import Embedder, SmallConvNet, TorchvisionBackbone
 
@@ -146,7 +146,8 @@ def test_without_freeze_bn_running_statistics_move():
 
 def test_missing_weights_stop_a_run_with_one_paragraph_and_no_traceback(tmp_path):
     result = run_train("experiment=quickstart", *FAST_OVERRIDES, "trainer.device=cpu", "model=resnet18",
-                       f"hydra.run.dir={tmp_path / 'run'}", env={"TORCH_HOME": str(tmp_path), **ONE_THREAD_ENV}, check=False)
+                       f"hydra.run.dir={tmp_path / 'run'}", env={"TORCH_HOME": str(tmp_path), **ONE_THREAD_ENV},
+                       check=False)
     assert result.returncode == 1
     assert RESNET18_FILE in result.stderr and str(tmp_path / "hub" / "checkpoints") in result.stderr
     assert "Traceback" not in result.stderr

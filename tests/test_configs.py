@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from conftest import CONFIG_DIR, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-
-from conftest import CONFIG_DIR, compose_config
 
 GROUPS = ["dataset", "model", "loss", "miner", "sampler", "optimizer", "scheduler", "trainer", "protocol",
           "experiment"]

@@ -54,7 +54,8 @@ def test_weight_decay_only_on_matrices_and_loss_parameters_in_their_own_group():
     by_name = {g["name"]: g for g in groups}
     assert set(by_name) == {"model", "model_no_decay", "loss", "loss_no_decay"}
     assert all(p.ndim > 1 for p in by_name["model"]["params"]) and by_name["model"]["weight_decay"] == 5e-4
-    assert all(p.ndim <= 1 for p in by_name["model_no_decay"]["params"]) and by_name["model_no_decay"]["weight_decay"] == 0
+    assert all(p.ndim <= 1 for p in by_name["model_no_decay"]["params"])
+    assert by_name["model_no_decay"]["weight_decay"] == 0
     assert by_name["loss"]["params"] == [loss.classifier.weight] and by_name["loss"]["lr"] == 0.5
     counted = sum(len(g["params"]) for g in groups)
     assert counted == len(list(model.parameters())) + len(list(loss.parameters()))

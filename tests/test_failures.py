@@ -126,5 +126,6 @@ def test_cuda_out_of_memory_suggests_a_smaller_batch(tmp_path, in_training, over
             DataLoader(Points(), batch_size=4), progress=False),
         run_dir=tmp_path, epochs=1, device=torch.device("cpu"), progress=False,
     )
-    with pytest.raises(UserError, match=rf"out of memory .* with {override}=4 .* Lower {override}, e\.g\. {override}=2"):
+    expected = rf"out of memory .* with {override}=4 .* Lower {override}, e\.g\. {override}=2"
+    with pytest.raises(UserError, match=expected):
         trainer.fit()

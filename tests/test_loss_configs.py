@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import CONFIG_DIR, FAST_OVERRIDES, compose_config, run_train
 from hydra.utils import instantiate
 from pytorch_metric_learning.losses import (
     ArcFaceLoss,
@@ -17,7 +18,6 @@ from pytorch_metric_learning.losses import (
     SoftTripleLoss,
 )
 
-from conftest import CONFIG_DIR, FAST_OVERRIDES, compose_config, run_train
 from dml_bench.engine.optim import param_groups
 from dml_bench.errors import UserError
 from dml_bench.evaluation.mi_terms import ENTROPY, MI_PROXY, TIGHTNESS

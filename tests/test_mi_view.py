@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
+from conftest import ROOT
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT
 from dml_bench.data.loaders import make_loader
 from dml_bench.data.retrieval_dataset import RetrievalDataset, read_split
 from dml_bench.evaluation.embed import extract_embeddings

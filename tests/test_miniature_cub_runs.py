@@ -5,10 +5,10 @@ import json
 
 import pytest
 import torch
+from conftest import MINIATURE_RUN_OVERRIDES, ONE_THREAD_ENV, run_train
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import MINIATURE_RUN_OVERRIDES, ONE_THREAD_ENV, run_train
 from dml_bench.data import RetrievalDataset
 from dml_bench.evaluation import retrieval_metrics
 from tests.miniature_datasets import prepare_miniature

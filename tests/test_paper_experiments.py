@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
+from conftest import CONFIG_DIR, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONFIG_DIR, compose_config
 from dml_bench.engine.optim import param_groups
 from dml_bench.models import TorchvisionBackbone
 from dml_bench.results import PAPER_RECALL
@@ -107,7 +107,7 @@ def test_built_transforms_follow_the_recipe(name):
     r = RECIPES[name]
     cfg = compose_config([f"experiment={name}"])
     train, test = instantiate(cfg.dataset.train_transform), instantiate(cfg.dataset.test_transform)
-    expected_resize = None if r["resize"] is None else r["resize"] if isinstance(r["resize"], int) else tuple(r["resize"])
+    expected_resize = r["resize"] if r["resize"] is None or isinstance(r["resize"], int) else tuple(r["resize"])
     assert resize_of(train) == expected_resize and resize_of(test) == expected_resize
     jitter = train.color_jitter
     assert (jitter is not None) == (r["jitter"] is not None)

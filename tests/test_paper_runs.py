@@ -6,8 +6,8 @@ import json
 
 import pytest
 import yaml
-
 from conftest import MINIATURE_RUN_OVERRIDES, ONE_THREAD_ENV, run_train
+
 from dml_bench.results import PAPER_RECALL
 from tests.miniature_datasets import prepare_miniature
 

@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from conftest import FAST_OVERRIDES, run_train
 from matplotlib.image import imread
 
-from conftest import FAST_OVERRIDES, run_train
 from dml_bench.evaluation.mi_terms import MI_PROXY
 from scripts.plot_results import load_runs
 from scripts.plot_results import main as plot_main

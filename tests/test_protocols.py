@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
+from conftest import CONFIG_DIR, compose_config
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import CONFIG_DIR, compose_config
 from dml_bench.data import RetrievalDataset
 from dml_bench.data.validation import class_disjoint_split
 from dml_bench.engine.run_files import read_jsonl

@@ -3,6 +3,7 @@
 import csv
 
 from conftest import FAST_OVERRIDES, run_train
+
 from scripts.collect_results import main as collect_main
 
 
