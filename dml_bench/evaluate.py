@@ -20,9 +20,8 @@ from dml_bench.engine.checkpoint import load_checkpoint
 from dml_bench.engine.run_files import write_json
 from dml_bench.engine.tables import markdown_table
 from dml_bench.errors import UserError
-from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.evaluation.metric_names import NUM_QUERIES
-from dml_bench.train import build_datasets
+from dml_bench.train import build_datasets, build_evaluator
 from dml_bench.utils import report_user_errors, resolve_amp, resolve_device
 
 log = logging.getLogger("dml_bench.evaluate")
@@ -64,9 +63,7 @@ def evaluate(cfg: DictConfig) -> dict:
                                  pin_memory=device.type == "cuda")
                for role in ("query", "gallery") if role in datasets}
     model = build_model(cfg.model, state["model"]).to(device)
-    evaluator = RetrievalEvaluator(loaders["query"], loaders.get("gallery"), recall_ks=cfg.evaluation.recall_ks,
-                                   distance=cfg.evaluation.distance, backend=cfg.evaluation.backend,
-                                   progress=cfg.trainer.progress)
+    evaluator = build_evaluator(cfg, loaders["query"], loaders.get("gallery"))
     metrics = evaluator(model, device, resolve_amp(cfg.trainer.amp, device))
     out_dir = checkpoint.parent
     write_json(out_dir / "eval_metrics.json", {"checkpoint": str(checkpoint), "epoch": state["epoch"],
