@@ -14,7 +14,7 @@ from dml_bench.evaluation.metric_names import (
     recall_key,
 )
 
-BACKENDS = ("torch", "faiss")
+BACKENDS = ("torch", "faiss", "symmetric")
 ATOL = 1e-6  # float32 search, metrics accumulated in float64
 
 
@@ -133,9 +133,7 @@ def test_hand_computed_line(backend):
     """
     x = np.array([[0.0], [1.0], [1.5], [3.0], [3.2], [10.0]], dtype=np.float32)
     labels = np.array([0, 0, 1, 0, 1, 2])
-    actual = retrieval_metrics(
-        x, labels, recall_ks=(1, 2, 4, 100), distance="euclidean", backend=backend
-    )
+    actual = retrieval_metrics(x, labels, recall_ks=(1, 2, 4, 100), distance="euclidean", backend=backend)
     expected = {
         "recall@1": 1 / 5,
         "recall@2": 3 / 5,
@@ -161,9 +159,7 @@ def test_duplicate_trap(backend, recall_ks):
     """
     x = np.array([[0.0], [0.0], [5.0], [5.0], [10.0]], dtype=np.float32)
     labels = np.array([0, 1, 0, 0, 1])
-    actual = retrieval_metrics(
-        x, labels, recall_ks=recall_ks, distance="euclidean", backend=backend
-    )
+    actual = retrieval_metrics(x, labels, recall_ks=recall_ks, distance="euclidean", backend=backend)
     recall = {1: 2 / 5, 2: 3 / 5, 3: 3 / 5, 4: 1.0}
     expected = {recall_key(k): recall[k] for k in recall_ks}
     expected |= {MAP_AT_R: (1 / 4 + 1 + 1) / 5, R_PRECISION: (1 / 2 + 1 + 1) / 5, NUM_QUERIES: 5}
@@ -278,7 +274,7 @@ def test_symmetric_search_equals_plain_search(metric, small_blocks):
     rows = torch.arange(1, len(x))
     for k in (1, 4, 13, len(x) - 1):
         symmetric, plain = (
-            knn.leave_one_out_neighbors(x, rows, k, metric=metric, backend=backend)
+            knn.leave_one_out_search(x, rows, k, metric=metric, backend=backend)[0]
             for backend in ("symmetric", "torch")
         )
         assert torch.equal(symmetric, plain), k
@@ -295,3 +291,50 @@ def test_symmetric_metrics_equal_plain_metrics(distance, small_blocks):
     )
     assert_metrics_equal(symmetric, plain)
     assert_metrics_equal(symmetric, brute_force(x, labels, None, None, ks, distance))
+
+
+@pytest.mark.parametrize("metric", knn.METRICS)
+def test_symmetric_search_ranks_nearest_group_member(metric, small_blocks):
+    """The symmetric search's rank range for each row's nearest same-group item holds the rank a
+    float64 ranking gives it, is a single rank for (almost) every row, and says "at least cap"
+    for the rows ranking deeper."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((300, 6)).astype(np.float32)
+    groups = rng.integers(0, 40, size=300)
+    cap = 40
+    _, ranks = knn.leave_one_out_search(
+        torch.from_numpy(x),
+        torch.arange(300),
+        3,
+        metric=metric,
+        backend="symmetric",
+        groups=torch.from_numpy(groups),
+        cap=cap,
+    )
+    x64 = x.astype(np.float64)
+    distance = -x64 @ x64.T if metric == "inner_product" else ((x64[:, None] - x64[None]) ** 2).sum(-1)
+    expected = []
+    for q in range(len(x)):
+        ranked = sorted((g for g in range(len(x)) if g != q), key=lambda g: (distance[q, g], g))
+        expected.append(next(i for i, g in enumerate(ranked) if groups[g] == groups[q]))
+    expected = torch.tensor(expected)
+    deep = expected >= cap
+    assert 0 < deep.sum() < len(x) // 2
+    assert (ranks.low[deep] >= cap).all()
+    low, high = ranks.low[~deep], ranks.high[~deep]
+    assert ((low <= expected[~deep]) & (expected[~deep] <= high)).all()
+    assert (low == high).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("num", [1, 3, 15, 16, 17, 33, 129])
+@pytest.mark.parametrize("rows", [4, 8, 16])
+def test_symmetric_blocks_cover_each_pair_once(num, rows):
+    covered = np.zeros((num, num), int)
+    blocks = knn._symmetric_blocks(num, rows)
+    for block_i, block_j in blocks:
+        covered[block_i, block_j] += 1
+        if block_i != block_j:
+            covered[block_j, block_i] += 1
+    assert (covered == 1).all()
+    diagonal = [block_i == block_j for block_i, block_j in blocks]
+    assert diagonal == sorted(diagonal, reverse=True)  # the diagonal blocks come first

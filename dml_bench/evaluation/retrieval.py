@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from dml_bench.evaluation.clustering import kmeans_nmi
-from dml_bench.evaluation.knn import leave_one_out_neighbors, nearest_neighbors
+from dml_bench.evaluation.knn import GroupRank, leave_one_out_search, nearest_neighbors
 from dml_bench.evaluation.metric_names import MAP_AT_R, NMI, NUM_QUERIES, R_PRECISION, recall_key
 
 DISTANCES = {"cosine": "inner_product", "euclidean": "l2"}
@@ -59,32 +59,37 @@ def retrieval_metrics(
         query = F.normalize(query, dim=1)
         gallery = None if gallery is None else F.normalize(gallery, dim=1)
 
-    search = _LabelSearch(
-        query, query_labels, gallery, gallery_labels, metric=DISTANCES[distance], backend=backend
-    )
+    search = _LabelSearch(query, query_labels, gallery, gallery_labels, metric=DISTANCES[distance], backend=backend)
     kept = (search.positives > 0).nonzero().squeeze(1)
     if len(kept) == 0:
         raise ValueError("no query has a same-label item in the gallery; check the labels")
     # The R nearest serve MAP@R and R-Precision. Queries without a same-label item among them
-    # are searched again as deep as the largest K: most queries never pay for a deep top-k, and
-    # neither Recall@K nor MAP@R is ever truncated.
+    # need the rank of their nearest one, as deep as the largest K: the symmetric search counts
+    # it on the way; otherwise, or where rounding leaves it unsure, they are searched again that
+    # deep. Neither Recall@K nor MAP@R is ever truncated.
     depth = int(search.positives.max())
-    hits = search.hits(kept, depth)
+    deepest = min(max(ks), search.candidates)
+    hits, ranks = search.hits(kept, depth, cap=deepest)
     first_hit = _first_true(hits)
     missed = first_hit == depth
-    deepest = min(max(ks), search.candidates)
     if deepest > depth and missed.any():
-        # Scores computed twice may differ in the last bit: keep the first search's verdict.
-        first_hit[missed] = _first_true(search.hits(kept[missed], deepest)).clamp(min=depth)
+        unsure = missed.clone()
+        if ranks is not None:
+            low, high = ranks.low[missed], ranks.high[missed]
+            sure = (low <= high) & ~_any_k_between(ks, low, high)
+            first_hit[missed] = torch.where(sure, low.clamp(min=depth), first_hit[missed])
+            unsure[missed] = ~sure
+        if unsure.any():
+            # Scores computed twice may differ in the last bit: keep the first search's verdict.
+            deeper, _ = search.hits(kept[unsure], deepest)
+            first_hit[unsure] = _first_true(deeper).clamp(min=depth)
     metrics = metrics_from_hits(hits, first_hit, search.positives[kept], ks)
     if nmi:
         metrics[NMI] = kmeans_nmi(query, query_labels)
     return metrics
 
 
-def metrics_from_hits(
-    hits: torch.Tensor, first_hit: torch.Tensor, positives: torch.Tensor, ks: Sequence[int]
-) -> dict:
+def metrics_from_hits(hits: torch.Tensor, first_hit: torch.Tensor, positives: torch.Tensor, ks: Sequence[int]) -> dict:
     """Metrics of num_query queries from their neighbours.
 
     hits (num_query, depth) bool: the i-th nearest has the query's label, depth >= every R;
@@ -120,15 +125,26 @@ class _LabelSearch:
         # R of each query: same-label gallery items, itself not counted
         self.positives = class_sizes[self.query_codes] - int(self.leave_one_out)
 
-    def hits(self, rows: torch.Tensor, k: int) -> torch.Tensor:
-        """(len(rows), k) bool: the i-th nearest gallery item of query ``rows`` has its label."""
+    def hits(self, rows: torch.Tensor, k: int, cap: int = 0) -> tuple[torch.Tensor, GroupRank | None]:
+        """(len(rows), k) bool: the i-th nearest gallery item of query ``rows`` has its label;
+        and, where the search can tell it (see ``knn.leave_one_out_search``), the rank of each
+        query's nearest same-label item, counted up to ``cap``."""
         options = {"metric": self.metric, "backend": self.backend}
         if self.leave_one_out:
-            neighbors = leave_one_out_neighbors(self.query, rows, k, **options)
+            neighbors, ranks = leave_one_out_search(
+                self.query, rows, k, groups=self.query_codes if cap else None, cap=cap, **options
+            )
         else:
             query = self.query if len(rows) == len(self.query) else self.query[rows]
-            neighbors = nearest_neighbors(query, self.gallery, k, **options)
-        return self.gallery_codes[neighbors.to(rows.device)] == self.query_codes[rows, None]
+            neighbors, ranks = nearest_neighbors(query, self.gallery, k, **options), None
+        return self.gallery_codes[neighbors.to(rows.device)] == self.query_codes[rows, None], ranks
+
+
+def _any_k_between(ks, low, high):
+    """(rows,) bool: some K has low < K <= high, so Recall@K depends on where in [low, high] the
+    first same-label item ranks."""
+    ks = torch.tensor(ks, device=low.device)
+    return ((low[:, None] < ks) & (ks <= high[:, None])).any(1)
 
 
 def _first_true(hits):
@@ -151,18 +167,13 @@ def _checked_set(name, embeddings, labels):
     """(num, dim) float32 embeddings, on their device, and (num,) int64 labels on the CPU."""
     embeddings = torch.as_tensor(embeddings).detach()
     if embeddings.ndim != 2 or len(embeddings) == 0 or not embeddings.is_floating_point():
-        raise ValueError(
-            f"{name} must be a non-empty (num, dim) float array; got {_describe(embeddings)}"
-        )
+        raise ValueError(f"{name} must be a non-empty (num, dim) float array; got {_describe(embeddings)}")
     embeddings = embeddings.float()
     if not torch.isfinite(embeddings).all():
         raise ValueError(f"{name} holds NaN or infinite values")
     labels = torch.as_tensor(labels).detach().cpu()
     if labels.shape != (len(embeddings),) or labels.is_floating_point() or labels.is_complex():
-        raise ValueError(
-            f"{name}_labels must be {len(embeddings)} integers in a 1-D array; "
-            f"got {_describe(labels)}"
-        )
+        raise ValueError(f"{name}_labels must be {len(embeddings)} integers in a 1-D array; got {_describe(labels)}")
     return embeddings, labels.long()
 
 
