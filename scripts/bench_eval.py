@@ -111,7 +111,7 @@ def run_matmul(x, labels, device):
 
     rows = math.isqrt(knn.BLOCK_BYTES // 16)
     if device == "cpu":  # numpy's BLAS, as ours uses on the CPU
-        x, product, out = x, np.matmul, np.empty((rows, rows), np.float32)
+        product, out = np.matmul, np.empty((rows, rows), np.float32)
     else:
         x = torch.from_numpy(x).to(device)
         product, out = torch.mm, x.new_empty(rows, rows)

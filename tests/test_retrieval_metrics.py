@@ -338,3 +338,20 @@ def test_symmetric_blocks_cover_each_pair_once(num, rows):
     assert (covered == 1).all()
     diagonal = [block_i == block_j for block_i, block_j in blocks]
     assert diagonal == sorted(diagonal, reverse=True)  # the diagonal blocks come first
+
+
+@pytest.mark.parametrize("metric", knn.METRICS)
+def test_best_in_group_scores(metric, small_blocks):
+    """Each row's best score among the rest of its group, by groups of several sizes, one of
+    them larger than a block (so its rows go in steps); a row alone gets +inf."""
+    rng = np.random.default_rng(13)
+    groups = np.concatenate([np.repeat(np.arange(20), 3), np.full(100, 20), [21, 22, 22]])
+    x = rng.standard_normal((len(groups), 5)).astype(np.float32)
+    sq_norms = (x * x).sum(1) if metric == "l2" else None
+    best = knn._best_in_group(x, groups, sq_norms)
+    x64 = x.astype(np.float64)
+    scores = x64 @ x64.T if metric == "inner_product" else 2 * x64 @ x64.T - (x64 * x64).sum(1)[None, :]
+    same = (groups[:, None] == groups[None, :]) & ~np.eye(len(x), dtype=bool)
+    expected = np.where(same, scores, -np.inf).max(1)
+    expected[~same.any(1)] = np.inf
+    np.testing.assert_allclose(best, expected, rtol=1e-5, atol=1e-5)

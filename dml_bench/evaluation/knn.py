@@ -443,13 +443,15 @@ def _best_in_group(x, groups, sq_norms):
     _, first, size = np.unique(groups[order], return_index=True, return_counts=True)
     for m in np.unique(size[size > 1]):
         members = order[first[size == m][:, None] + np.arange(m)]  # (groups of size m, m)
-        groups_per_step = max(1, BLOCK_BYTES // (4 * m * m))
+        # each step holds (groups, rows, m) scores and (groups, m, dim) embeddings
+        groups_per_step = max(1, BLOCK_BYTES // (4 * m * max(m, x.shape[1])))
         rows_per_step = min(m, max(1, BLOCK_BYTES // (4 * m)))  # < m only for one huge group
         for g in range(0, len(members), groups_per_step):
             group = members[g : g + groups_per_step]
+            embeddings = x[group]  # (groups, m, dim)
             for r in range(0, m, rows_per_step):
                 rows = group[:, r : r + rows_per_step]
-                scores = np.matmul(x[rows], x[group].transpose(0, 2, 1))  # (groups, rows, m)
+                scores = np.matmul(embeddings[:, r : r + rows_per_step], embeddings.transpose(0, 2, 1))
                 if sq_norms is not None:
                     scores = 2 * scores - sq_norms[group][:, None, :]
                 itself = np.arange(rows.shape[1])
