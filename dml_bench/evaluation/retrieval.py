@@ -69,10 +69,11 @@ def retrieval_metrics(
     # deep. Neither Recall@K nor MAP@R is ever truncated.
     depth = int(search.positives.max())
     deepest = min(max(ks), search.candidates)
-    hits, ranks = search.hits(kept, depth, cap=deepest)
+    goes_deeper = deepest > depth  # else every K is within the R nearest
+    hits, ranks = search.hits(kept, depth, cap=deepest if goes_deeper else 0)
     first_hit = _first_true(hits)
     missed = first_hit == depth
-    if deepest > depth and missed.any():
+    if goes_deeper and missed.any():
         unsure = missed.clone()
         if ranks is not None:
             low, high = ranks.low[missed], ranks.high[missed]
