@@ -1,9 +1,9 @@
 """Evaluate a checkpoint: ``python -m dml_bench.evaluate checkpoint=RUN_DIR/checkpoints/best.pt``.
 
 The run's saved config decides the data, model and metrics; what the user types on the command
-line replaces the matching parts. Embeds the test split(s) with the same code the trainer uses,
-prints the metrics table and writes ``eval_metrics.json`` (and, with ``save_embeddings=true``,
-``embeddings/*.npy``) next to the checkpoint.
+line replaces the matching parts. Embeds the test split(s) with the same builders and code the
+trainer uses, prints the metrics table and writes ``eval_metrics.json`` (and, with
+``save_embeddings=true``, ``embeddings/*.npy``) next to the checkpoint.
 """
 
 import logging
@@ -12,20 +12,18 @@ from pathlib import Path
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dml_bench.data.loaders import make_loader
+from dml_bench import builders, run_folder
+from dml_bench.device import resolve_amp, resolve_device
 from dml_bench.engine.checkpoint import load_checkpoint
-from dml_bench.engine.run_files import write_json
-from dml_bench.engine.tables import markdown_table
 from dml_bench.errors import UserError
 from dml_bench.evaluation.metric_names import NUM_QUERIES
-from dml_bench.train import build_datasets, build_evaluator
-from dml_bench.utils import report_user_errors, resolve_amp, resolve_device
+from dml_bench.files import write_json
+from dml_bench.tables import markdown_table
+from dml_bench.utils import report_user_errors, seed_everything
 
 log = logging.getLogger("dml_bench.evaluate")
-GROUPS = ("dataset", "model", "loss", "miner", "sampler", "optimizer", "scheduler", "trainer")
 
 
 def run_config(saved: dict, composed: DictConfig, typed_overrides: list[str]) -> DictConfig:
@@ -39,17 +37,6 @@ def run_config(saved: dict, composed: DictConfig, typed_overrides: list[str]) ->
     return cfg
 
 
-def build_model(model_cfg: DictConfig, state: dict):
-    """The run's model, without fetching pretrained weights: the checkpoint overwrites them."""
-    options = OmegaConf.to_container(model_cfg)
-    for key, neutral in (("pretrained", False), ("weights", None)):
-        if key in options:
-            options[key] = neutral
-    model = instantiate(OmegaConf.create(options))
-    model.load_state_dict(state)
-    return model
-
-
 def evaluate(cfg: DictConfig) -> dict:
     checkpoint = Path(cfg.checkpoint)
     if not checkpoint.is_file():
@@ -57,20 +44,20 @@ def evaluate(cfg: DictConfig) -> dict:
     state = load_checkpoint(checkpoint)
     save_embeddings = cfg.save_embeddings
     cfg = run_config(state["config"], cfg, HydraConfig.get().overrides.task)
+    seed_everything(cfg.seed)
     device = resolve_device(cfg.trainer.device)
-    datasets = build_datasets(cfg)
-    loaders = {role: make_loader(datasets[role], cfg.evaluation.batch_size, num_workers=cfg.trainer.num_workers,
-                                 pin_memory=device.type == "cuda")
-               for role in ("query", "gallery") if role in datasets}
-    model = build_model(cfg.model, state["model"]).to(device)
-    evaluator = build_evaluator(cfg, loaders["query"], loaders.get("gallery"))
-    metrics = evaluator(model, device, resolve_amp(cfg.trainer.amp, device))
+    datasets = builders.build_datasets(cfg, with_train=False)
+    loaders = builders.build_eval_loaders(cfg, datasets, device)
+    model = builders.build_trained_model(cfg.model, state["model"]).to(device)
+    evaluator = builders.build_evaluator(cfg, loaders["query"], loaders.get("gallery"))
+    evaluation = evaluator(model, device, resolve_amp(cfg.trainer.amp, device))
+    metrics = evaluation.metrics
     out_dir = checkpoint.parent
     write_json(out_dir / "eval_metrics.json", {"checkpoint": str(checkpoint), "epoch": state["epoch"],
                                                "dataset": cfg.dataset.name, "metrics": metrics})
     if save_embeddings:
         (out_dir / "embeddings").mkdir(exist_ok=True)
-        for name, values in evaluator.last_embeddings.items():
+        for name, values in evaluation.embeddings.items():
             np.save(out_dir / "embeddings" / f"{name}.npy", values.cpu().numpy())
     names = [k for k in metrics if k != NUM_QUERIES]
     print(markdown_table(["checkpoint", *names, NUM_QUERIES],
@@ -81,8 +68,13 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     report_user_errors(evaluate, cfg)
+
+
+def main() -> None:
+    run_folder.register()  # configs/evaluate.yaml extends train.yaml, which uses these resolvers
+    _main()
 
 
 if __name__ == "__main__":

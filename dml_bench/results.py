@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from dml_bench.engine.run_files import read_jsonl
-from dml_bench.engine.tables import markdown_table
 from dml_bench.evaluation.metric_names import MAP_AT_R, NUM_QUERIES, R_PRECISION, recall_key
+from dml_bench.files import read_jsonl
+from dml_bench.tables import markdown_table
 
 _RECALL = re.compile(r"recall@(\d+)$")
 SEED = "seed"

@@ -14,42 +14,15 @@ ratios compare the fastest rounds and, to show the noise, the rounds one by one.
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from dml_bench.bench.data_pipeline import (
-    DecodeOnlyDataset,
-    PlainDataset,
-    one_pass,
-    our_dataset,
-    write_split,
-)
-from dml_bench.bench.synthetic import write_jpegs
-from dml_bench.bench.timing import RATIO_HEADERS, interleaved_rates, ratio_columns
-from dml_bench.data.cache import build_cache
-from dml_bench.engine.tables import markdown_table
+from dml_bench.bench.data_pipeline import bench_size
+from dml_bench.bench.timing import RATIO_HEADERS
+from dml_bench.tables import markdown_table
 
 SIZES = ((500, 375), (1000, 750))
-CUB_JITTER = (0.25, 0.25, 0.25, 0.0)
-
-
-def bench_size(root: Path, size: tuple[int, int], images: int, rounds: int) -> list[list]:
-    paths = write_jpegs(root / "images", size, images)
-    write_split(root, paths)
-    cache = build_cache(root, 256)
-    passes = {
-        "decode only (PIL)": one_pass(DecodeOnlyDataset(paths), collate=False),
-        "plain": one_pass(PlainDataset(paths)),
-        "ours": one_pass(our_dataset(root)),
-        "ours, cached": one_pass(our_dataset(root, cache_dir=cache)),
-        "plain + CUB jitter": one_pass(PlainDataset(paths, color_jitter=CUB_JITTER)),
-        "ours + CUB jitter": one_pass(our_dataset(root, color_jitter=CUB_JITTER)),
-    }
-    baselines = {name: "plain + CUB jitter" if "jitter" in name else "plain" for name in passes}
-    columns = ratio_columns(interleaved_rates(passes, rounds, clock=time.process_time), baselines)
-    return [[f"{size[0]}x{size[1]}", name, baselines[name], *columns[name]] for name in passes]
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from dml_bench import run_folder
+
 ROOT = Path(__file__).resolve().parents[1]
+run_folder.register()  # the entry points register these before composing configs/train.yaml; so do the tests
 CONFIG_DIR = ROOT / "configs"
 
 # A smaller rendering of the embedded glyph data (one rendering per font) and one short epoch:

@@ -3,10 +3,12 @@
 import pytest
 import torch
 
+from dml_bench.bench import gpu
+from dml_bench.bench.data_pipeline import bench_size
 from dml_bench.bench.timing import interleaved_rates, ratio_columns
-from dml_bench.data.loaders import available_cpus, default_num_workers, make_loader
+from dml_bench.data import loaders
+from dml_bench.data.loaders import make_loader
 from scripts import bench_gpu, bench_train
-from scripts.bench_data import bench_size
 
 
 def test_candidates_alternate_and_rates_are_images_per_second():
@@ -47,18 +49,24 @@ def test_bench_gpu_explains_itself_without_a_gpu(capsys):
 
 def test_bench_gpu_parts_run_on_tiny_settings(tmp_path):
     cpu = torch.device("cpu")
-    rows = bench_gpu.training_rows(1, 1, cpu, arch="small", image_size=16, batch_size=16, compile_model=False)
+    rows = gpu.training_rows(1, 1, cpu, arch="small", image_size=16, batch_size=16, compile_model=False)
     assert len(rows) == 7 and all(row[2].endswith("images/s") for row in rows)
-    rows = bench_gpu.data_rows(tmp_path, workers=1, counts=(((64, 48), 4),))
+    rows = gpu.data_rows(tmp_path, workers=1, counts=(((64, 48), 4),))
     assert [row[1] for row in rows] == ["plain", "ours"]
-    rows = bench_gpu.evaluation_rows(cpu, images=60, classes=12, dim=4)
+    rows = gpu.evaluation_rows(cpu, images=60, classes=12, dim=4)
     assert [row[1] for row in rows] == ["backend=auto", "backend=faiss", "backend=torch"]
 
 
-def test_loader_defaults_follow_the_cpu_count():
-    assert default_num_workers() == max(0, min(16, available_cpus() - 1))
-    dataset = torch.utils.data.TensorDataset(torch.arange(8))
-    assert make_loader(dataset, 4, num_workers=1).prefetch_factor == 4
-    loader = make_loader(dataset, 4, num_workers=2)
-    assert loader.prefetch_factor == 2 and loader.persistent_workers
-    assert make_loader(dataset, 4, num_workers=0).prefetch_factor is None
+@pytest.mark.parametrize(("cpus", "local_ranks", "workers"), [(1, 1, 0), (2, 1, 1), (8, 1, 7), (64, 1, 16),
+                                                             (64, 4, 15), (8, 4, 1)])
+def test_worker_default_leaves_a_core_per_process_and_caps_at_16(monkeypatch, cpus, local_ranks, workers):
+    monkeypatch.setattr(loaders, "available_cpus", lambda: cpus)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_ranks))
+    assert loaders.default_num_workers() == workers
+    assert loaders.resolve_num_workers("auto") == workers and loaders.resolve_num_workers("3") == 3
+
+
+@pytest.mark.parametrize(("workers", "prefetch"), [(0, None), (1, 4), (2, 2), (3, 2), (8, 2)])
+def test_at_least_four_batches_are_in_flight(workers, prefetch):
+    loader = make_loader(torch.utils.data.TensorDataset(torch.arange(8)), 4, num_workers=workers)
+    assert loader.prefetch_factor == prefetch and loader.persistent_workers == (workers > 0)

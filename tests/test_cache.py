@@ -6,6 +6,7 @@ from conftest import compose_config
 from PIL import Image
 from torchvision import transforms as T
 
+from dml_bench.builders import build_datasets
 from dml_bench.data.cache import (
     RECIPE_RESIZE,
     build_cache,
@@ -19,7 +20,6 @@ from dml_bench.data.prepare.splits import read_split
 from dml_bench.data.splits import open_split
 from dml_bench.errors import UserError
 from dml_bench.prepare_data import main as prepare_main
-from dml_bench.train import build_datasets
 from tests.miniature_datasets import make_cub200_source, make_sop_source
 
 

@@ -15,7 +15,7 @@ from pytorch_metric_learning.miners import MultiSimilarityMiner
 from torch import nn
 
 from dml_bench.engine.distributed import World, distribute_model, launcher_world, unwrap
-from dml_bench.engine.trainer import Trainer
+from dml_bench.engine.trainer import Trainer, TrainerSettings
 from dml_bench.losses import CrossEntropyLoss
 
 BATCH = 16
@@ -45,8 +45,8 @@ def one_step(loss_name: str, world: World, run_dir) -> dict[str, torch.Tensor]:
     optimizer = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.5)
     if world.size > 1:
         model = distribute_model(model, torch.device("cpu"), sync_batchnorm=False)
-    trainer = Trainer(model=model, loss=loss, miner=miner, optimizer=optimizer, train_loader=None, evaluator=None,
-                      run_dir=run_dir, epochs=1, device=torch.device("cpu"), world=world)
+    trainer = Trainer(model, loss, optimizer, None, None, TrainerSettings(run_dir=run_dir, epochs=1, world=world),
+                      miner=miner)
     images, targets = batch()
     per_rank = BATCH // world.size
     own = slice(world.rank * per_rank, (world.rank + 1) * per_rank)

@@ -10,7 +10,7 @@ from tiny_runs import ENV, tiny_args, tiny_glyphs, tiny_train
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from dml_bench.engine.trainer import Trainer
+from dml_bench.engine.trainer import Trainer, TrainerSettings
 from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.losses import CrossEntropyLoss
@@ -121,10 +121,9 @@ class OutOfMemory(nn.Module):
 def test_cuda_out_of_memory_suggests_a_smaller_batch(tmp_path, in_training, override):
     model, loss = OutOfMemory(in_training), CrossEntropyLoss(num_classes=4, embedding_size=2)
     trainer = Trainer(
-        model=model, loss=loss, optimizer=torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1),
-        train_loader=DataLoader(Points(), batch_size=4), evaluator=RetrievalEvaluator(
-            DataLoader(Points(), batch_size=4), progress=False),
-        run_dir=tmp_path, epochs=1, device=torch.device("cpu"), progress=False,
+        model, loss, torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1),
+        DataLoader(Points(), batch_size=4), RetrievalEvaluator(DataLoader(Points(), batch_size=4), progress=False),
+        TrainerSettings(run_dir=tmp_path, epochs=1, progress=False),
     )
     expected = rf"out of memory .* with {override}=4 .* Lower {override}, e\.g\. {override}=2"
     with pytest.raises(UserError, match=expected):

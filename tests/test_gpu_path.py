@@ -6,7 +6,7 @@ import torch
 
 from dml_bench.bench.train_step import make_batches
 from dml_bench.data.loaders import make_loader
-from dml_bench.engine.trainer import Trainer
+from dml_bench.engine.trainer import Trainer, TrainerSettings
 from dml_bench.evaluation.embed import extract_embeddings
 from dml_bench.losses import CrossEntropyLoss
 from dml_bench.models import Embedder, SmallConvNet
@@ -21,9 +21,9 @@ def make_trainer(tmp_path, device="cpu", channels_last=False, compiled=False, am
         model.compile()
     loss = CrossEntropyLoss(num_classes=10, embedding_size=8, label_smoothing=0.1).to(device)
     optimizer = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1)
-    return Trainer(model=model, loss=loss, optimizer=optimizer, train_loader=[], evaluator=None, run_dir=tmp_path,
-                   epochs=1, device=torch.device(device), amp_dtype=amp_dtype, channels_last=channels_last,
-                   progress=False)
+    settings = TrainerSettings(run_dir=tmp_path, epochs=1, device=torch.device(device), amp_dtype=amp_dtype,
+                               channels_last=channels_last, progress=False)
+    return Trainer(model, loss, optimizer, [], None, settings)
 
 
 def batch():

@@ -18,10 +18,10 @@ from pytorch_metric_learning.losses import (
     SoftTripleLoss,
 )
 
+from dml_bench.builders import build_loss, build_miner
 from dml_bench.engine.optim import param_groups
 from dml_bench.errors import UserError
 from dml_bench.evaluation.mi_terms import ENTROPY, MI_PROXY, TIGHTNESS
-from dml_bench.train import build_loss, build_miner
 
 LOSSES = sorted(p.stem for p in (CONFIG_DIR / "loss").glob("*.yaml"))
 MINERS = sorted(p.stem for p in (CONFIG_DIR / "miner").glob("*.yaml") if p.stem != "none")

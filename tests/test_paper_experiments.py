@@ -9,10 +9,10 @@ from conftest import CONFIG_DIR, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from dml_bench.builders import build_loss
 from dml_bench.engine.optim import param_groups
 from dml_bench.models import TorchvisionBackbone
 from dml_bench.results import PAPER_RECALL
-from dml_bench.train import build_loss
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -10,9 +10,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dml_bench.data import RetrievalDataset
 from dml_bench.data.validation import class_disjoint_split
-from dml_bench.engine.run_files import read_jsonl
-from dml_bench.engine.trainer import Trainer
+from dml_bench.engine.recorders import RunFiles
+from dml_bench.engine.trainer import Trainer, TrainerSettings
 from dml_bench.errors import UserError
+from dml_bench.evaluation.evaluator import Evaluation
+from dml_bench.files import read_jsonl
 from dml_bench.losses import CrossEntropyLoss
 
 
@@ -81,7 +83,7 @@ class ScriptedEvaluator:
         self.values = iter(values)
 
     def __call__(self, model, device, amp_dtype=None):
-        return {"map@r": next(self.values), "recall@1": 0.5, "num_queries": 4}
+        return Evaluation({"map@r": next(self.values), "recall@1": 0.5, "num_queries": 4}, {})
 
 
 def make_trainer(run_dir, values, patience, epochs=10):
@@ -92,9 +94,9 @@ def make_trainer(run_dir, values, patience, epochs=10):
     model.embedding_size = 2
     loss = CrossEntropyLoss(num_classes=4, embedding_size=2)
     optimizer = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1)
-    return Trainer(model=model, loss=loss, optimizer=optimizer, train_loader=loader,
-                   evaluator=ScriptedEvaluator(values), run_dir=run_dir, epochs=epochs,
-                   device=torch.device("cpu"), monitor="map@r", patience=patience, progress=False)
+    settings = TrainerSettings(run_dir=run_dir, epochs=epochs, monitor="map@r", patience=patience, progress=False)
+    return Trainer(model, loss, optimizer, loader, ScriptedEvaluator(values), settings,
+                   recorder=RunFiles(run_dir))
 
 
 def test_training_stops_after_patience_evaluations_without_a_new_best(tmp_path):

@@ -5,6 +5,7 @@ is what one DataLoader worker does: load and transform images, then collate them
 """
 
 import csv
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate
 from torchvision import transforms as T
 
+from dml_bench.bench.synthetic import write_jpegs
+from dml_bench.bench.timing import interleaved_rates, ratio_columns
+from dml_bench.data.cache import build_cache
 from dml_bench.data.retrieval_dataset import RetrievalDataset
 from dml_bench.data.transforms import TrainTransform
 from dml_bench.models.pixel_normalize import IMAGENET_MEAN, IMAGENET_STD
@@ -72,3 +76,23 @@ def one_pass(dataset: Dataset, batch_size: int = 32, collate: bool = True) -> Ca
         return len(dataset)
 
     return run
+
+
+CUB_JITTER = (0.25, 0.25, 0.25, 0.0)
+
+
+def bench_size(root: Path, size: tuple[int, int], images: int, rounds: int) -> list[list]:
+    paths = write_jpegs(root / "images", size, images)
+    write_split(root, paths)
+    cache = build_cache(root, 256)
+    passes = {
+        "decode only (PIL)": one_pass(DecodeOnlyDataset(paths), collate=False),
+        "plain": one_pass(PlainDataset(paths)),
+        "ours": one_pass(our_dataset(root)),
+        "ours, cached": one_pass(our_dataset(root, cache_dir=cache)),
+        "plain + CUB jitter": one_pass(PlainDataset(paths, color_jitter=CUB_JITTER)),
+        "ours + CUB jitter": one_pass(our_dataset(root, color_jitter=CUB_JITTER)),
+    }
+    baselines = {name: "plain + CUB jitter" if "jitter" in name else "plain" for name in passes}
+    columns = ratio_columns(interleaved_rates(passes, rounds, clock=time.process_time), baselines)
+    return [[f"{size[0]}x{size[1]}", name, baselines[name], *columns[name]] for name in passes]

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from pytorch_metric_learning import losses, miners
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
 
-from dml_bench.engine.trainer import Trainer
-from dml_bench.evaluation.embed import autocast
+from dml_bench.device import autocast
+from dml_bench.engine.recorders import TensorBoard
+from dml_bench.engine.trainer import Trainer, TrainerSettings
 from dml_bench.losses import CrossEntropyLoss
 from dml_bench.models import Embedder, SmallConvNet, TorchvisionBackbone
 
@@ -97,10 +97,11 @@ def trainer_epochs(model, loss, batches: list[Batch], device, amp_dtype=None, ch
                    miner=None, run_dir: Path | None = None) -> Callable[[], int]:
     """One ``Trainer.train_one_epoch`` over ``batches`` per call (TensorBoard logging included)."""
     run_dir = Path(run_dir or tempfile.mkdtemp(prefix="bench_train_"))
-    trainer = Trainer(model=model, loss=loss, miner=miner, optimizer=_sgd(model, loss), train_loader=batches,
-                      evaluator=None, run_dir=run_dir, epochs=1, device=device, amp_dtype=amp_dtype,
-                      channels_last=channels_last, progress=False)
-    trainer.writer = SummaryWriter(run_dir / "tb")  # what fit() opens before training
+    settings = TrainerSettings(run_dir=run_dir, epochs=1, device=device, amp_dtype=amp_dtype,
+                               channels_last=channels_last, progress=False)
+    recorder = TensorBoard(run_dir / "tb")
+    recorder.open(None, [])  # what fit() does before training
+    trainer = Trainer(model, loss, _sgd(model, loss), batches, None, settings, miner=miner, recorder=recorder)
 
     def run() -> int:
         trainer.train_one_epoch()

@@ -11,10 +11,42 @@ workers, the point a run was resumed from, or the number of ranks. PML's MPerCla
 from numpy's global RNG instead; ours replaces it.
 """
 
+import inspect
 from collections.abc import Iterator, Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch.utils.data import Sampler
+
+from dml_bench.errors import UserError
+
+
+@runtime_checkable
+class ResumableSampler(Protocol):
+    """The trainer's resume contract: ``set_epoch(epoch, start_batch)`` before each epoch makes the
+    sampler yield epoch ``epoch``'s batches from batch ``start_batch`` on, exactly as an
+    uninterrupted run would have received them. Any other sampler works too (torch's
+    DistributedSampler gets ``set_epoch(epoch)``), but a run can then resume only at an epoch's end.
+    """
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
+
+
+def supports_mid_epoch_resume(sampler) -> bool:
+    return isinstance(sampler, ResumableSampler) and "start_batch" in inspect.signature(sampler.set_epoch).parameters
+
+
+def start_epoch(sampler, epoch: int, start_batch: int = 0) -> None:
+    """Tell ``sampler`` (any sampler, or None) that epoch ``epoch`` starts at batch ``start_batch``."""
+    if supports_mid_epoch_resume(sampler):
+        sampler.set_epoch(epoch, start_batch=start_batch)
+        return
+    if start_batch:
+        raise UserError(f"This checkpoint was written in the middle of epoch {epoch}, but the sampler "
+                        f"{type(sampler).__name__} cannot start an epoch part-way: resume with the run's own "
+                        "sampler, or from a checkpoint written at the end of an epoch.")
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
 
 
 class _EpochSampler(Sampler[int]):

@@ -7,24 +7,25 @@ import torch
 from torch import nn
 
 from dml_bench.engine import checkpoint as ckpt
-from dml_bench.engine.run_files import write_json
-from dml_bench.engine.tables import markdown_table
+from dml_bench.engine.recorders import Recorder
 from dml_bench.evaluation.metric_names import NUM_QUERIES
+from dml_bench.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
 
 def test_selected_checkpoint(model: nn.Module, evaluator, run_dir: Path, device: torch.device,
-                             amp_dtype: torch.dtype | None, summary: dict) -> dict:
+                             amp_dtype: torch.dtype | None, summary: dict, recorder: Recorder) -> dict:
     """Load ``run_dir/checkpoints/best.pt`` into ``model``, evaluate the test split with
-    ``evaluator`` and rewrite metrics.json: ``metrics`` become the test metrics of the selected
-    epoch and the validation metrics that selected it move to ``validation_metrics``."""
+    ``evaluator`` and record the completed summary (metrics.json): ``metrics`` become the test
+    metrics of the selected epoch and the validation metrics that selected it move to
+    ``validation_metrics``."""
     state = ckpt.load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=device)
     model.load_state_dict(state["model"])
-    metrics = evaluator(model, device, amp_dtype)
+    metrics = evaluator(model, device, amp_dtype).metrics
     summary = {**summary, "metrics": metrics, "validation_metrics": summary["metrics"],
                "selected_on": "validation"}
-    write_json(run_dir / "metrics.json", summary)
+    recorder.summary(summary)
     names = [name for name in metrics if name != NUM_QUERIES]
     rows = [[f"{split} (epoch {state['epoch']})", *(values[name] for name in names)]
             for split, values in (("validation", summary["validation_metrics"]), ("test", metrics))]

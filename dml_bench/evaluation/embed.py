@@ -1,18 +1,11 @@
 """Embedding extraction: the one code path the trainer and ``dml_bench.evaluate`` share."""
 
-import contextlib
-
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-
-def autocast(device: torch.device, amp_dtype: torch.dtype | None):
-    """bf16/fp16 autocast on CUDA when an AMP dtype is set; a no-op otherwise."""
-    if amp_dtype is None or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=amp_dtype)
+from dml_bench.device import autocast
 
 
 @torch.inference_mode()

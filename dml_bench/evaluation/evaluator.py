@@ -1,16 +1,28 @@
 """Embed the evaluation split(s) and compute retrieval metrics."""
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from dml_bench.evaluation import retrieval_metrics
 from dml_bench.evaluation.embed import extract_embeddings
+from dml_bench.oom import suggest_smaller_batch
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation computed: the metrics, and the embeddings they were computed from
+    (``query``, ``query_labels`` and, with a gallery, ``gallery``, ``gallery_labels``)."""
+
+    metrics: dict[str, float]
+    embeddings: dict[str, torch.Tensor]
 
 
 class RetrievalEvaluator:
     """Leave-one-out retrieval on ``query_loader``'s split, or query vs. ``gallery_loader``
-    (In-Shop). Calling it returns the metrics dict; ``last_embeddings`` keeps what was embedded."""
+    (In-Shop). Calling it embeds the split(s) and returns an :class:`Evaluation`."""
 
     def __init__(
         self,
@@ -27,29 +39,20 @@ class RetrievalEvaluator:
         self.distance = distance
         self.backend = backend
         self.progress = progress
-        self.last_embeddings: dict[str, torch.Tensor] = {}
 
     def embed(self, model: nn.Module, device: torch.device, amp_dtype=None) -> dict[str, torch.Tensor]:
-        query, query_labels = extract_embeddings(
-            model, self.query_loader, device, amp_dtype, "embed query", self.progress
-        )
-        out = {"query": query, "query_labels": query_labels}
-        if self.gallery_loader is not None:
-            gallery, gallery_labels = extract_embeddings(
-                model, self.gallery_loader, device, amp_dtype, "embed gallery", self.progress
-            )
-            out.update(gallery=gallery, gallery_labels=gallery_labels)
+        out = {}
+        for role, loader in (("query", self.query_loader), ("gallery", self.gallery_loader)):
+            if loader is None:
+                continue
+            with suggest_smaller_batch("evaluation", "evaluation.batch_size", loader.batch_size):
+                embeddings, labels = extract_embeddings(model, loader, device, amp_dtype, f"embed {role}",
+                                                        self.progress)
+            out.update({role: embeddings, f"{role}_labels": labels})
         return out
 
-    def __call__(self, model: nn.Module, device: torch.device, amp_dtype=None) -> dict[str, float]:
-        self.last_embeddings = self.embed(model, device, amp_dtype)
-        e = self.last_embeddings
-        return retrieval_metrics(
-            e["query"],
-            e["query_labels"],
-            e.get("gallery"),
-            e.get("gallery_labels"),
-            recall_ks=self.recall_ks,
-            distance=self.distance,
-            backend=self.backend,
-        )
+    def __call__(self, model: nn.Module, device: torch.device, amp_dtype=None) -> Evaluation:
+        e = self.embed(model, device, amp_dtype)
+        metrics = retrieval_metrics(e["query"], e["query_labels"], e.get("gallery"), e.get("gallery_labels"),
+                                    recall_ks=self.recall_ks, distance=self.distance, backend=self.backend)
+        return Evaluation(metrics, e)

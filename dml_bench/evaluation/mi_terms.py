@@ -100,3 +100,8 @@ def mi_terms(
         embeddings = embeddings[chosen.to(embeddings.device)]
     entropy = _entropy(_rows(embeddings, 0, len(embeddings), normalize), eps)
     return {TIGHTNESS: tightness, ENTROPY: entropy, MI_PROXY: entropy - tightness}
+
+
+def mi_probe(embeddings: dict) -> dict[str, float]:
+    """The trainer's probe: the MI terms of an evaluation's query embeddings."""
+    return mi_terms(embeddings["query"], embeddings["query_labels"])

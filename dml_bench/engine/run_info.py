@@ -1,6 +1,5 @@
-"""The files every run leaves behind (metrics.json, history.jsonl, run_info.json), written safely."""
+"""run_info.json: what a run ran on (commit, packages, device, command), for reproducing it."""
 
-import json
 import os
 import platform
 import socket
@@ -13,34 +12,6 @@ import torch
 
 PACKAGES = ("torch", "torchvision", "pytorch-metric-learning", "hydra-core", "omegaconf",
             "faiss-cpu", "faiss-gpu-cu12", "numpy", "tensorboard", "dml_bench")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def git_commit() -> str | None:

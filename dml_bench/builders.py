@@ -1,0 +1,186 @@
+"""Objects built from the config, in the order data flows: data -> model -> loss -> optimizer ->
+evaluation -> recording. ``train.py`` and ``evaluate.py`` both build from here."""
+
+import logging
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dml_bench.data.loaders import SeededSamples, make_loader
+from dml_bench.data.splits import open_split
+from dml_bench.data.validation import class_disjoint_split
+from dml_bench.engine import distributed
+from dml_bench.engine.optim import param_groups
+from dml_bench.engine.recorders import Recorder, Recorders, RunFiles, TensorBoard
+from dml_bench.engine.trainer import TrainerSettings
+from dml_bench.errors import UserError
+from dml_bench.evaluation.evaluator import RetrievalEvaluator
+from dml_bench.losses.compat import check_miner
+
+log = logging.getLogger(__name__)
+
+
+# ---- launch -------------------------------------------------------------------------------------
+def build_world(cfg: DictConfig) -> distributed.World:
+    """The ranks of this launch (torchrun, or a submitit job with several tasks), checked against
+    the config: several processes need trainer=ddp, and the global batch must split evenly."""
+    world = distributed.launcher_world()
+    if world.size > 1 and not cfg.trainer.distributed:
+        raise UserError(f"{world.size} processes were launched (WORLD_SIZE={world.size}) but trainer.distributed "
+                        "is false: add trainer=ddp to train one model across them.")
+    if cfg.trainer.batch_size % world.size:
+        raise UserError(f"trainer.batch_size={cfg.trainer.batch_size} is the global batch and must split evenly "
+                        f"over the {world.size} ranks; use a multiple of {world.size}.")
+    distributed.init_distributed(world)
+    distributed.rank_zero_logging(world)
+    return world
+
+
+# ---- data ---------------------------------------------------------------------------------------
+def build_datasets(cfg: DictConfig, *, with_train: bool = True) -> dict:
+    """The training split (and, under a protocol with ``validation_fraction``, the validation split
+    carved out of it) and the test split(s): ``query`` and, for In-Shop, ``gallery``. Prepares
+    the embedded data on first use."""
+    data = cfg.dataset
+    if data.get("prepare") and not (Path(data.root) / "splits" / f"{data.train_split}.csv").exists():
+        log.info("preparing %s under %s", data.name, data.root)
+        instantiate(data.prepare, root=data.root)
+    splits = {"train": (data.train_split, data.train_transform)} if with_train else {}
+    splits["query"] = (data.query_split, data.test_transform)
+    if data.gallery_split:
+        splits["gallery"] = (data.gallery_split, data.test_transform)
+    if data.get("cache") and any(transform.get("resize") is None for _, transform in splits.values()):
+        raise UserError("dataset.cache=true needs a resize in dataset.train_transform and dataset.test_transform "
+                        "(the cache stores images as that Resize makes them); set dataset.cache=false.")
+    datasets = {role: open_split(data.name, data.root, split, instantiate(transform),
+                                 transform.resize if data.get("cache") else None)
+                for role, (split, transform) in splits.items()}
+    if with_train and cfg.protocol.validation_fraction:  # select on held-out training classes
+        datasets["train"], datasets["validation"] = class_disjoint_split(
+            datasets["train"], cfg.protocol.validation_fraction, cfg.protocol.split_seed,
+            instantiate(data.test_transform))
+        log.info("validation split: %d of the training classes (%d images) held out",
+                 datasets["validation"].num_classes, len(datasets["validation"]))
+    return datasets
+
+
+def loader_options(cfg: DictConfig, device: torch.device) -> dict:
+    pin_memory = device.type == "cuda" if cfg.trainer.pin_memory == "auto" else cfg.trainer.pin_memory
+    return dict(num_workers=cfg.trainer.num_workers, pin_memory=pin_memory, seed=cfg.seed)
+
+
+def build_train_loader(cfg: DictConfig, train_set, device: torch.device, world: distributed.World):
+    """Batches of ``trainer.batch_size`` (the global batch; each rank loads its slice) drawn by
+    the configured sampler."""
+    batch_size = cfg.trainer.batch_size
+    sampler = instantiate(cfg.sampler)(labels=train_set.targets, batch_size=batch_size, seed=cfg.seed,
+                                       num_replicas=world.size, rank=world.rank)
+    loader = make_loader(SeededSamples(train_set), batch_size // world.size, sampler=sampler, drop_last=True,
+                         **loader_options(cfg, device))
+    log.info("epoch length: %d batches of %d = %d of the %d training images (%s)", len(loader), batch_size,
+             len(loader) * batch_size, len(train_set), type(sampler).__name__)
+    return loader
+
+
+def build_eval_loaders(cfg: DictConfig, datasets: dict, device: torch.device) -> dict:
+    return {role: make_loader(datasets[role], cfg.evaluation.batch_size, **loader_options(cfg, device))
+            for role in ("query", "gallery", "validation") if role in datasets}
+
+
+# ---- model, loss, miner -------------------------------------------------------------------------
+def build_model(cfg: DictConfig, device: torch.device, world: distributed.World) -> torch.nn.Module:
+    memory_format = torch.channels_last if cfg.trainer.channels_last else torch.preserve_format
+    model = instantiate(cfg.model).to(device, memory_format=memory_format)
+    if cfg.trainer.compile:
+        model.compile()  # in place: checkpoints keep the plain parameter names
+    if world.size > 1:
+        sync_batchnorm = cfg.trainer.sync_batchnorm
+        if sync_batchnorm == "auto":  # BatchNorm frozen in eval mode has no batch statistics to sync
+            sync_batchnorm = device.type == "cuda" and not cfg.model.get("freeze_bn", False)
+        model = distributed.distribute_model(model, device, sync_batchnorm)
+    return model
+
+
+def build_trained_model(model_cfg: DictConfig, state: dict) -> torch.nn.Module:
+    """A trained run's model from its checkpoint's weights, without fetching pretrained weights
+    (the checkpoint overwrites them)."""
+    options = OmegaConf.to_container(model_cfg)
+    for key, neutral in (("pretrained", False), ("weights", None)):
+        if key in options:
+            options[key] = neutral
+    model = instantiate(OmegaConf.create(options))
+    model.load_state_dict(state)
+    return model
+
+
+def build_loss(cfg: DictConfig, num_classes: int, embedding_size: int) -> tuple[torch.nn.Module, float | None]:
+    """Instantiate the loss, filling ``num_classes``/``embedding_size`` where its config asks.
+
+    Also returns the learning rate of the loss's own parameters: ``loss.param_lr_mult`` times
+    ``optimizer.lr`` (None when the key is missing or null: the optimizer's lr). A multiplier, because published
+    recipes state it so (proxies 100x faster) and it stays right when optimizer.lr changes.
+    """
+    options = OmegaConf.to_container(cfg.loss, resolve=False)
+    lr_mult = options.pop("param_lr_mult", None)
+    if lr_mult is not None and not (isinstance(lr_mult, int | float) and lr_mult > 0):
+        raise UserError(f"loss.param_lr_mult={lr_mult} must be a positive number (the loss parameters' "
+                        "lr is param_lr_mult x optimizer.lr); e.g. loss.param_lr_mult=1.0.")
+    filled = {key: value for key, value in (("num_classes", num_classes), ("embedding_size", embedding_size))
+              if key in options}
+    param_lr = None if lr_mult is None else lr_mult * cfg.optimizer.lr
+    return instantiate(OmegaConf.create(options), **filled), param_lr
+
+
+def build_miner(cfg: DictConfig, loss: torch.nn.Module):
+    if not cfg.miner or cfg.miner.get("_target_") is None:
+        return None
+    miner = instantiate(cfg.miner)
+    check_miner(loss, miner, cfg.loss._target_, cfg.miner._target_)
+    return miner
+
+
+# ---- optimisation -------------------------------------------------------------------------------
+def build_optimizer(cfg: DictConfig, model: torch.nn.Module, loss: torch.nn.Module, param_lr: float | None):
+    return instantiate(cfg.optimizer)(param_groups(model, loss, cfg.optimizer.weight_decay, param_lr))
+
+
+def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int):
+    if not cfg.scheduler or not cfg.scheduler.get("_target_"):
+        return None
+    return instantiate(cfg.scheduler, optimizer=optimizer, total_iters=max(1, cfg.trainer.epochs * steps_per_epoch))
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+def build_evaluator(cfg: DictConfig, query_loader, gallery_loader=None) -> RetrievalEvaluator:
+    return RetrievalEvaluator(query_loader, gallery_loader, recall_ks=cfg.evaluation.recall_ks,
+                              distance=cfg.evaluation.distance, backend=cfg.evaluation.backend,
+                              progress=cfg.trainer.progress)
+
+
+def build_evaluators(cfg: DictConfig, eval_loaders: dict) -> tuple[RetrievalEvaluator, RetrievalEvaluator]:
+    """(the evaluator that selects the epoch, the test evaluator): the same one under
+    protocol=paper, the validation split's under a protocol that holds one out."""
+    test = build_evaluator(cfg, eval_loaders["query"], eval_loaders.get("gallery"))
+    selecting = build_evaluator(cfg, eval_loaders["validation"]) if "validation" in eval_loaders else test
+    return selecting, test
+
+
+# ---- the trainer's settings and records ---------------------------------------------------------
+def trainer_settings(cfg: DictConfig, run_dir: Path, device: torch.device, world: distributed.World,
+                     amp_dtype: torch.dtype | None) -> TrainerSettings:
+    t = cfg.trainer
+    return TrainerSettings(
+        run_dir=run_dir, epochs=t.epochs, device=device, world=world, amp_dtype=amp_dtype,
+        channels_last=t.channels_last, eval_every=t.eval_every, monitor=t.monitor, patience=t.patience,
+        log_every_steps=t.log_every_steps, grad_clip=t.grad_clip, checkpoint_every_steps=t.checkpoint_every_steps,
+        progress=t.progress, config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_recorder(run_dir: Path, world: distributed.World) -> Recorder:
+    """Rank 0 writes history.jsonl, metrics.json and TensorBoard events in tb/; other ranks nothing."""
+    if not world.is_main:
+        return Recorder()
+    return Recorders([RunFiles(run_dir), TensorBoard(run_dir / "tb")])

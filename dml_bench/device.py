@@ -1,0 +1,49 @@
+"""Where and in what precision a run computes: the device, autocast, determinism."""
+
+import contextlib
+import os
+
+import torch
+
+from dml_bench.errors import UserError
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.device={device} but CUDA is not available here; use trainer.device=cpu or auto.")
+    return torch.device(device)
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """auto: bf16 on CUDA, none on CPU."""
+    choices = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if amp not in choices:
+        raise UserError(f"trainer.amp={amp} is not one of auto, {', '.join(choices)}.")
+    return choices[amp] if device.type == "cuda" else None
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    """bf16/fp16 autocast on CUDA when an AMP dtype is set; a no-op otherwise."""
+    if amp_dtype is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=amp_dtype)
+
+
+def set_deterministic(deterministic, device: torch.device) -> bool:
+    """``auto``: on for CPU, off for CUDA. CPU runs repeat exactly either way: torch's CPU kernels
+    give the same results for the same number of threads. On CUDA, deterministic mode makes torch
+    pick deterministic kernels (with a warning naming any op that has none) and sets the cuBLAS
+    workspace they need; off, cuDNN benchmarks and picks its fastest, non-deterministic kernels."""
+    if deterministic == "auto":
+        deterministic = device.type != "cuda"
+    if device.type == "cuda":
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = bool(deterministic)
+        torch.backends.cudnn.benchmark = not deterministic
+    return bool(deterministic)

@@ -1,0 +1,104 @@
+"""What a run records, behind one small interface.
+
+The trainer calls ``open`` once, ``scalars`` and ``evaluation`` as it goes, ``summary`` once at the
+end and ``close``. ``RunFiles`` writes history.jsonl and metrics.json; ``TensorBoard`` the event
+files; ``Recorders`` passes every call on to several. Another logger is one more subclass in the
+list the training script builds: the loop does not change. Only rank 0 records: the other ranks
+get a plain ``Recorder``, which records nothing.
+"""
+
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+from dml_bench.files import append_jsonl, write_json, write_jsonl
+
+
+class Recorder:
+    """Records nothing; subclasses override the calls they record."""
+
+    def open(self, resumed_at_step: int | None, history: list[dict]) -> None:
+        """A run starts (``resumed_at_step`` None) or resumes after that step; ``history`` holds the
+        evaluation records made before (empty for a new run)."""
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Values of tagged scalars (``train/loss``, ``eval/recall@1``, ``mi/entropy``...) at ``step``."""
+
+    def evaluation(self, record: dict) -> None:
+        """One evaluation: epoch, step, train_loss, elapsed_s, metrics and each probe's values."""
+
+    def summary(self, summary: dict) -> None:
+        """The run's result (the selected epoch's metrics...): written at the end, and again when a
+        later step (the test of the checkpoint selected on validation) completes it."""
+
+    def close(self) -> None:
+        pass
+
+
+class Recorders(Recorder):
+    def __init__(self, recorders: list[Recorder]):
+        self.recorders = list(recorders)
+
+    def open(self, resumed_at_step, history):
+        for recorder in self.recorders:
+            recorder.open(resumed_at_step, history)
+
+    def scalars(self, values, step):
+        for recorder in self.recorders:
+            recorder.scalars(values, step)
+
+    def evaluation(self, record):
+        for recorder in self.recorders:
+            recorder.evaluation(record)
+
+    def summary(self, summary):
+        for recorder in self.recorders:
+            recorder.summary(summary)
+
+    def close(self):
+        for recorder in self.recorders:
+            recorder.close()
+
+
+class RunFiles(Recorder):
+    """``history.jsonl`` (one line per evaluation, appended and synced as it is made) and
+    ``metrics.json`` (the summary) in ``run_dir``. A resumed run's history is rewritten to the
+    evaluations its checkpoint knew: lines an interrupted run wrote after it are dropped."""
+
+    def __init__(self, run_dir: str | Path):
+        self.history_path = Path(run_dir) / "history.jsonl"
+        self.metrics_path = Path(run_dir) / "metrics.json"
+
+    def open(self, resumed_at_step, history):
+        self.history_path.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(self.history_path, history)
+
+    def evaluation(self, record):
+        append_jsonl(self.history_path, record)
+
+    def summary(self, summary):
+        write_json(self.metrics_path, summary)
+
+
+class TensorBoard(Recorder):
+    """Scalars as TensorBoard events in ``log_dir``. Resuming purges the events an interrupted run
+    logged after its checkpoint's step (all of them for a run that restarts from scratch)."""
+
+    def __init__(self, log_dir: str | Path):
+        self.log_dir = Path(log_dir)
+        self.writer = None
+
+    def open(self, resumed_at_step, history):
+        purge_step = 0 if resumed_at_step is None else resumed_at_step + 1
+        self.writer = SummaryWriter(self.log_dir, purge_step=purge_step)
+
+    def scalars(self, values, step):
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def evaluation(self, record):
+        self.writer.flush()
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
