@@ -62,6 +62,7 @@ def train(cfg: DictConfig) -> float:
     if evaluator is not test_evaluator and world.is_main:  # rank 0 evaluates, as during training
         test_selected_checkpoint(distributed.unwrap(model), test_evaluator, run_dir, device, amp_dtype, summary,
                                  recorder)
+    distributed.shut_down(world)
     return selected
 
 

@@ -58,6 +58,14 @@ def init_distributed(world: World) -> None:
     dist.init_process_group(backend, timeout=datetime.timedelta(hours=1))
 
 
+def shut_down(world: World) -> None:
+    """Leave the process group together: every rank waits until all are done (rank 0 may still be
+    testing the selected checkpoint), so none exits while gloo or NCCL still serve another."""
+    if world.size > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def share_start_time() -> None:
     """Give every rank of a torchrun launch rank 0's start time, from which Hydra names the run
     folder (``dml_bench.now``, see ``dml_bench.run_folder``): ranks started a second apart would otherwise
