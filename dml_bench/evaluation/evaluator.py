@@ -1,5 +1,6 @@
 """Embed the evaluation split(s) and compute retrieval metrics."""
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -10,7 +11,8 @@ from dml_bench.evaluation.embed import extract_embeddings
 
 class RetrievalEvaluator:
     """Leave-one-out retrieval on ``query_loader``'s split, or query vs. ``gallery_loader``
-    (In-Shop). Calling it returns the metrics dict; ``last_embeddings`` keeps what was embedded."""
+    (In-Shop). Calling it returns the metrics dict; ``last_embeddings`` keeps what was embedded,
+    ``last_per_query`` the per-query values the metrics average (for ``per_query.save_per_query``)."""
 
     def __init__(
         self,
@@ -28,6 +30,7 @@ class RetrievalEvaluator:
         self.backend = backend
         self.progress = progress
         self.last_embeddings: dict[str, torch.Tensor] = {}
+        self.last_per_query: dict[str, np.ndarray] = {}
 
     def embed(self, model: nn.Module, device: torch.device, amp_dtype=None) -> dict[str, torch.Tensor]:
         query, query_labels = extract_embeddings(
@@ -44,7 +47,7 @@ class RetrievalEvaluator:
     def __call__(self, model: nn.Module, device: torch.device, amp_dtype=None) -> dict[str, float]:
         self.last_embeddings = self.embed(model, device, amp_dtype)
         e = self.last_embeddings
-        return retrieval_metrics(
+        metrics, self.last_per_query = retrieval_metrics(
             e["query"],
             e["query_labels"],
             e.get("gallery"),
@@ -52,4 +55,6 @@ class RetrievalEvaluator:
             recall_ks=self.recall_ks,
             distance=self.distance,
             backend=self.backend,
+            per_query=True,
         )
+        return metrics
