@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from dml_bench.data import RetrievalDataset
 from dml_bench.evaluation import retrieval_metrics
+from dml_bench.evaluation.per_query import check_against_metrics, load_per_query
 from tests.miniature_datasets import prepare_miniature
 
 TRAIN_CLASSES, TEST_CLASSES, IMAGES_PER_CLASS = (1, 2, 3, 4, 5), (101, 102), 4
@@ -60,3 +61,7 @@ def test_rigorous_protocol_reports_the_test_metrics_of_the_validation_selected_c
     expected = retrieval_metrics(embeddings, test.labels, recall_ks=list(cfg.evaluation.recall_ks))
     for name, value in expected.items():
         assert summary["metrics"][name] == pytest.approx(value, abs=1e-5), name
+    # The per-query values kept with the run are the test split's, of the selected checkpoint.
+    values, meta = load_per_query(run / "per_query.npz")
+    assert meta["epoch"] == summary["best_epoch"]
+    assert check_against_metrics(values, summary["metrics"]) == []

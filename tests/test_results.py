@@ -1,12 +1,14 @@
-"""The results table: seeds aggregated (mean ± sample std, count), and paper runs set against the
-paper; failed runs with their error line, killed ones with how far they got. Run folders are
+"""The results table: seeds aggregated (mean ± 95% Student t CI half-width, count), and paper runs
+set against the paper; failed runs with their error line, killed ones with how far they got. Run folders are
 written here in the format every run leaves behind."""
 
 import csv
 import json
 import statistics
 
+import pytest
 import yaml
+from scipy import stats
 
 from dml_bench.results import collect, read_run
 from scripts.collect_results import main as collect_main
@@ -38,21 +40,30 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_seeds_are_aggregated_into_mean_std_and_count(tmp_path, capsys):
+def t_half_width(values):
+    """Half the width of scipy's 95% Student t interval of the mean."""
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=statistics.mean(values), scale=stats.sem(values))
+    return (high - low) / 2
+
+
+def test_seeds_are_aggregated_into_mean_ci_and_count(tmp_path, capsys):
     sweep_of_seeds(tmp_path)
     assert collect_main([str(tmp_path)]) == 0
     text = capsys.readouterr().out
     ce = [R1["cross_entropy", s] for s in range(3)]
     line = next(row for row in text.splitlines() if row.startswith("| cross_entropy "))
-    assert f"{statistics.mean(ce):.4f} ± {statistics.stdev(ce):.4f}" in line and "| 3 " in line
+    assert f"{statistics.mean(ce):.4f} ± {t_half_width(ce):.4f}" in line and "| 3 " in line
     contrastive_line = next(row for row in text.splitlines() if row.startswith("| contrastive "))
     assert "| 2 " in contrastive_line and "1 failed: The loss became nan" in contrastive_line
-    assert " seed " not in text.splitlines()[0]
+    caption, header = text.splitlines()[:2]
+    assert "95% CI" in caption and "Student t" in caption
+    assert header.startswith("| ") and " seed " not in header and "| runs |" in header
 
     rows = {row["loss"]: row for row in read_csv(tmp_path / "results.csv")}
     assert set(rows) == {"cross_entropy", "contrastive"}
     assert float(rows["cross_entropy"]["recall@1"]) == statistics.mean(ce)
     assert float(rows["cross_entropy"]["recall@1_std"]) == statistics.stdev(ce)
+    assert float(rows["cross_entropy"]["recall@1_ci95"]) == pytest.approx(t_half_width(ce), rel=1e-12)
     assert float(rows["contrastive"]["map@r"]) == statistics.mean([0.30, 0.32])
     assert rows["cross_entropy"]["runs"] == "3" and rows["contrastive"]["runs"] == "2"
 
@@ -85,7 +96,15 @@ def test_runs_outside_paper_experiments_get_no_comparison(tmp_path, capsys):
         write_run(tmp_path / str(seed), ["experiment=quickstart", f"seed={seed}"], {"recall@1": 0.5 + seed / 10})
     collect_main([str(tmp_path)])
     text = capsys.readouterr().out
-    assert "Against the paper" not in text and "0.5500 ± 0.0707" in text
+    assert "Against the paper" not in text and f"0.5500 ± {t_half_width([0.5, 0.6]):.4f}" in text  # 0.6353
+
+
+def test_a_single_run_has_no_ci(tmp_path, capsys):
+    write_run(tmp_path / "0", ["loss=a"], {"recall@1": 0.5})
+    write_run(tmp_path / "1", ["loss=b"], {"recall@1": 0.25})
+    text, _, rows = collect([tmp_path])
+    assert "| 0.5000   |" in text and "±" not in text.split(":\n", 1)[1]
+    assert rows == [["a", 1, 0.5, None, None, "completed"], ["b", 1, 0.25, None, None, "completed"]]
 
 
 def test_a_failed_run_reports_its_error_line(tmp_path):

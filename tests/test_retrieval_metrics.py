@@ -13,6 +13,7 @@ from dml_bench.evaluation.metric_names import (
     R_PRECISION,
     recall_key,
 )
+from dml_bench.evaluation.retrieval import QUERY_INDEX, per_query_means
 
 BACKENDS = ("torch", "faiss", "symmetric")
 ATOL = 1e-6  # float32 search, metrics accumulated in float64
@@ -23,6 +24,13 @@ def brute_force(query, query_labels, gallery, gallery_labels, recall_ks, distanc
 
     gallery None means leave-one-out: the query set is the gallery and each query skips itself.
     """
+    values = brute_force_per_query(query, query_labels, gallery, gallery_labels, recall_ks, distance)
+    kept = len(values.pop(QUERY_INDEX))
+    return {key: sum(value) / kept for key, value in values.items()} | {NUM_QUERIES: kept}
+
+
+def brute_force_per_query(query, query_labels, gallery, gallery_labels, recall_ks, distance):
+    """Each kept query's hit within each K, AP@R and R-Precision (lists), and its index."""
     leave_one_out = gallery is None
     if leave_one_out:
         gallery, gallery_labels = query, query_labels
@@ -33,8 +41,7 @@ def brute_force(query, query_labels, gallery, gallery_labels, recall_ks, distanc
         dist = -query @ gallery.T
     else:
         dist = ((query[:, None, :] - gallery[None, :, :]) ** 2).sum(-1)
-    sums = {recall_key(k): 0.0 for k in recall_ks} | {MAP_AT_R: 0.0, R_PRECISION: 0.0}
-    kept = 0
+    values = {recall_key(k): [] for k in recall_ks} | {MAP_AT_R: [], R_PRECISION: [], QUERY_INDEX: []}
     for q in range(len(query)):
         candidates = [g for g in range(len(gallery)) if not (leave_one_out and g == q)]
         ranked = sorted(candidates, key=lambda g: (dist[q, g], g))
@@ -42,12 +49,12 @@ def brute_force(query, query_labels, gallery, gallery_labels, recall_ks, distanc
         r = sum(rel)
         if r == 0:
             continue
-        kept += 1
+        values[QUERY_INDEX].append(q)
         for k in recall_ks:
-            sums[recall_key(k)] += any(rel[:k])
-        sums[R_PRECISION] += sum(rel[:r]) / r
-        sums[MAP_AT_R] += sum(sum(rel[: i + 1]) / (i + 1) for i in range(r) if rel[i]) / r
-    return {key: value / kept for key, value in sums.items()} | {NUM_QUERIES: kept}
+            values[recall_key(k)].append(any(rel[:k]))
+        values[R_PRECISION].append(sum(rel[:r]) / r)
+        values[MAP_AT_R].append(sum(sum(rel[: i + 1]) / (i + 1) for i in range(r) if rel[i]) / r)
+    return values
 
 
 def assert_metrics_equal(actual, expected):
@@ -122,6 +129,38 @@ def test_exact_ties_match_brute_force(backend, separate_gallery, small_blocks):
     actual = retrieval_metrics(*args, recall_ks=ks, distance="euclidean", backend=backend)
     expected = brute_force(*(args if separate_gallery else (*args, None, None)), ks, "euclidean")
     assert_metrics_equal(actual, expected)
+
+
+@pytest.mark.parametrize("separate_gallery", [False, True])
+def test_per_query_values_match_brute_force_and_average_to_the_metrics(backend, separate_gallery, small_blocks):
+    """Each kept query's values, in query order with its index; their means are the metrics
+    exactly. With a gallery, every third item is a query and classes 20-24 are not in the gallery
+    (left out); pairs of one class (R <= 1) send queries to the deep search, as far as K = 60."""
+    x, labels = clustered(200, 6, 25, seed=12, spread=0.5)
+    labels[:40] = 30 + np.arange(40) // 2
+    if separate_gallery:
+        query = np.arange(len(x)) % 3 == 0
+        gallery = ~query & ((labels < 20) | (labels >= 30))
+        args = (x[query], labels[query], x[gallery], labels[gallery])
+    else:
+        args = (x, labels, None, None)
+    ks = (1, 3, 60)
+    metrics, values = retrieval_metrics(*(a for a in args if a is not None), recall_ks=ks, backend=backend,
+                                        per_query=True)
+    expected = brute_force_per_query(*args, ks, "cosine")
+    assert values.keys() == expected.keys()
+    assert values[QUERY_INDEX].tolist() == expected[QUERY_INDEX]
+    assert (len(expected[QUERY_INDEX]) < len(args[0])) == separate_gallery  # leave-one-out keeps them all
+    assert 0 < sum(expected[recall_key(1)]) < sum(expected[recall_key(60)]) < len(expected[QUERY_INDEX])
+    for k in ks:
+        assert values[recall_key(k)].dtype == np.bool_
+        assert values[recall_key(k)].tolist() == expected[recall_key(k)], k
+    for name in (MAP_AT_R, R_PRECISION):
+        np.testing.assert_allclose(values[name], expected[name], rtol=0, atol=ATOL)
+    assert per_query_means(values) == metrics
+    for name, value in metrics.items():
+        assert value == (len(values[QUERY_INDEX]) if name == NUM_QUERIES else values[name].mean()), name
+    assert metrics == retrieval_metrics(*(a for a in args if a is not None), recall_ks=ks, backend=backend)
 
 
 def test_hand_computed_line(backend):

@@ -17,7 +17,8 @@ def test_multirun_over_two_losses_and_results_table(tmp_path, capsys):
 
     assert collect_main([str(sweep_dir)]) == 0
     table = capsys.readouterr().out
-    header = table.splitlines()[0]
+    caption, header = table.splitlines()[:2]
+    assert "95% CI" in caption
     for column in ("loss", "recall@1", "map@r", "r_precision"):
         assert f" {column} " in header
     assert "| cross_entropy " in table and "| contrastive " in table

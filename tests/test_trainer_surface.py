@@ -138,3 +138,13 @@ def test_evaluation_loaders_follow_the_trainer_settings_and_the_seed():
     loaders = build_eval_loaders(cfg, {"query": Points()}, torch.device("cpu"))
     assert (loaders["query"].pin_memory, loaders["query"].batch_size) == (True, 3)
     assert loaders["query"].generator.initial_seed() == 7
+
+
+def test_the_run_folder_keeps_the_per_query_values_of_the_reported_epoch(tmp_path):
+    from dml_bench.evaluation.per_query import check_against_metrics, load_per_query
+
+    summary = make_trainer(tmp_path, recorder=RunFiles(tmp_path), epochs=3).fit()
+    values, metadata = load_per_query(tmp_path / "per_query.npz")
+    assert metadata["epoch"] == summary["best_epoch"]
+    assert check_against_metrics(values, summary["metrics"]) == []
+    assert len(values["query_index"]) == summary["metrics"]["num_queries"] == 16

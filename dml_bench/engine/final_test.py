@@ -22,7 +22,9 @@ def test_selected_checkpoint(model: nn.Module, evaluator, run_dir: Path, device:
     ``validation_metrics``."""
     state = ckpt.load_checkpoint(run_dir / "checkpoints" / "best.pt", map_location=device)
     model.load_state_dict(state["model"])
-    metrics = evaluator(model, device, amp_dtype).metrics
+    evaluation = evaluator(model, device, amp_dtype)
+    metrics = evaluation.metrics
+    recorder.selected(state["epoch"], evaluation)
     summary = {**summary, "metrics": metrics, "validation_metrics": summary["metrics"],
                "selected_on": "validation"}
     recorder.summary(summary)

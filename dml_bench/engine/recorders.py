@@ -1,7 +1,8 @@
 """What a run records, behind one small interface.
 
-The trainer calls ``open`` once, ``scalars`` and ``evaluation`` as it goes, ``summary`` once at the
-end and ``close``. ``RunFiles`` writes history.jsonl and metrics.json; ``TensorBoard`` the event
+The trainer calls ``open`` once, ``scalars`` and ``evaluation`` as it goes, ``selected`` whenever
+an evaluation becomes the one the run reports, ``summary`` once at the end and ``close``.
+``RunFiles`` writes history.jsonl, per_query.npz and metrics.json; ``TensorBoard`` the event
 files; ``Recorders`` passes every call on to several. Another logger is one more subclass in the
 list the training script builds: the loop does not change. Only rank 0 records: the other ranks
 get a plain ``Recorder``, which records nothing.
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
+from dml_bench.evaluation.evaluator import Evaluation
+from dml_bench.evaluation.per_query import PER_QUERY_FILE, save_per_query
 from dml_bench.files import append_jsonl, write_json, write_jsonl
 
 
@@ -26,6 +29,10 @@ class Recorder:
 
     def evaluation(self, record: dict) -> None:
         """One evaluation: epoch, step, train_loss, elapsed_s, metrics and each probe's values."""
+
+    def selected(self, epoch: int, evaluation: Evaluation) -> None:
+        """``evaluation`` (of epoch ``epoch``) is now the one the run reports: the best so far on
+        the monitored metric, or the test of the checkpoint selected on validation."""
 
     def summary(self, summary: dict) -> None:
         """The run's result (the selected epoch's metrics...): written at the end, and again when a
@@ -51,6 +58,10 @@ class Recorders(Recorder):
         for recorder in self.recorders:
             recorder.evaluation(record)
 
+    def selected(self, epoch, evaluation):
+        for recorder in self.recorders:
+            recorder.selected(epoch, evaluation)
+
     def summary(self, summary):
         for recorder in self.recorders:
             recorder.summary(summary)
@@ -61,13 +72,16 @@ class Recorders(Recorder):
 
 
 class RunFiles(Recorder):
-    """``history.jsonl`` (one line per evaluation, appended and synced as it is made) and
-    ``metrics.json`` (the summary) in ``run_dir``. A resumed run's history is rewritten to the
-    evaluations its checkpoint knew: lines an interrupted run wrote after it are dropped."""
+    """``history.jsonl`` (one line per evaluation, appended and synced as it is made),
+    ``per_query.npz`` (each query's values in the reported evaluation, see
+    ``evaluation.per_query``) and ``metrics.json`` (the summary) in ``run_dir``. A resumed run's
+    history is rewritten to the evaluations its checkpoint knew: lines an interrupted run wrote
+    after it are dropped."""
 
     def __init__(self, run_dir: str | Path):
         self.history_path = Path(run_dir) / "history.jsonl"
         self.metrics_path = Path(run_dir) / "metrics.json"
+        self.per_query_path = Path(run_dir) / PER_QUERY_FILE
 
     def open(self, resumed_at_step, history):
         self.history_path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +89,10 @@ class RunFiles(Recorder):
 
     def evaluation(self, record):
         append_jsonl(self.history_path, record)
+
+    def selected(self, epoch, evaluation):
+        if evaluation.per_query is not None:
+            save_per_query(self.per_query_path, evaluation.per_query, {"epoch": epoch})
 
     def summary(self, summary):
         write_json(self.metrics_path, summary)

@@ -29,6 +29,7 @@ from dml_bench.engine.distributed import (
 )
 from dml_bench.engine.recorders import Recorder
 from dml_bench.errors import UserError
+from dml_bench.evaluation.evaluator import Evaluation
 from dml_bench.evaluation.metric_names import NUM_QUERIES, eval_tag
 from dml_bench.oom import suggest_smaller_batch
 from dml_bench.tables import markdown_table
@@ -184,11 +185,11 @@ class Trainer:
         return mean
 
     # ---- evaluation -----------------------------------------------------------------------
-    def evaluate(self, train_loss: float | None, elapsed: float) -> dict:
+    def evaluate(self, train_loss: float | None, elapsed: float) -> tuple[dict, Evaluation | None]:
         """Rank 0 evaluates on its own, exactly as a single process would; the other ranks wait
-        for its metrics."""
+        for its metrics (and get no Evaluation)."""
         if not self.world.is_main:
-            return broadcast_object(None, self.world)
+            return broadcast_object(None, self.world), None
         evaluation = self.evaluator(unwrap(self.model), self.device, self.amp_dtype)
         metrics = evaluation.metrics
         probed = {name: probe(evaluation.embeddings) for name, probe in self.probes.items()}
@@ -202,7 +203,7 @@ class Trainer:
         self.recorder.evaluation(record)
         log.info("epoch %d: %s", self.epoch,
                  ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != NUM_QUERIES))
-        return broadcast_object(metrics, self.world)
+        return broadcast_object(metrics, self.world), evaluation
 
     def is_better(self, metrics: dict) -> bool:
         monitor = self.settings.monitor
@@ -210,6 +211,11 @@ class Trainer:
             raise UserError(f"trainer.monitor={monitor} is not a computed metric; choose one of "
                             f"{sorted(k for k in metrics if k != NUM_QUERIES)}.")
         return metrics[monitor] > self.best["value"]
+
+    def select(self, metrics: dict, evaluation: Evaluation | None) -> None:
+        """This epoch's evaluation becomes the one the run reports."""
+        self.best = {"epoch": self.epoch, "value": metrics[self.settings.monitor], "metrics": metrics}
+        self.recorder.selected(self.epoch, evaluation)
 
     def should_stop(self) -> bool:
         """Early stopping: ``patience`` evaluations since the best one (a resumed run counts the
@@ -300,18 +306,18 @@ class Trainer:
         if resume_from is not None:
             self.resume(resume_from)
         self.recorder.open(None if resume_from is None else self.global_step, self.history)
-        epochs, monitor = self.settings.epochs, self.settings.monitor
+        epochs = self.settings.epochs
         if resume_from is None:
-            metrics = self.evaluate(None, self.elapsed())
+            metrics, evaluation = self.evaluate(None, self.elapsed())
             if epochs == 0:
-                self.best = {"epoch": 0, "value": metrics[monitor], "metrics": metrics}
+                self.select(metrics, evaluation)
         while self.epoch < epochs and not self.stop_early():
             train_loss = self.train_one_epoch()
             self.epoch += 1
             if self.epoch % self.settings.eval_every == 0 or self.epoch == epochs:
-                metrics = self.evaluate(train_loss, self.elapsed())
+                metrics, evaluation = self.evaluate(train_loss, self.elapsed())
                 if self.is_better(metrics):
-                    self.best = {"epoch": self.epoch, "value": metrics[monitor], "metrics": metrics}
+                    self.select(metrics, evaluation)
                     self.save_checkpoint("best.pt")
             self.save_checkpoint("last.pt")
         if epochs == 0:

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -13,11 +14,13 @@ from dml_bench.oom import suggest_smaller_batch
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What one evaluation computed: the metrics, and the embeddings they were computed from
-    (``query``, ``query_labels`` and, with a gallery, ``gallery``, ``gallery_labels``)."""
+    """What one evaluation computed: the metrics, the embeddings they were computed from
+    (``query``, ``query_labels`` and, with a gallery, ``gallery``, ``gallery_labels``), and each
+    query's values (``retrieval_metrics(per_query=True)``: the metrics are their means)."""
 
     metrics: dict[str, float]
     embeddings: dict[str, torch.Tensor]
+    per_query: dict[str, np.ndarray] | None = None
 
 
 class RetrievalEvaluator:
@@ -53,6 +56,7 @@ class RetrievalEvaluator:
 
     def __call__(self, model: nn.Module, device: torch.device, amp_dtype=None) -> Evaluation:
         e = self.embed(model, device, amp_dtype)
-        metrics = retrieval_metrics(e["query"], e["query_labels"], e.get("gallery"), e.get("gallery_labels"),
-                                    recall_ks=self.recall_ks, distance=self.distance, backend=self.backend)
-        return Evaluation(metrics, e)
+        metrics, per_query = retrieval_metrics(e["query"], e["query_labels"], e.get("gallery"),
+                                               e.get("gallery_labels"), recall_ks=self.recall_ks,
+                                               distance=self.distance, backend=self.backend, per_query=True)
+        return Evaluation(metrics, e, per_query)

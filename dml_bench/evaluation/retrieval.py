@@ -5,6 +5,10 @@ itself not counted in leave-one-out); queries with R = 0 are left out of every m
 - Recall@K: 1 if any of the K nearest has the query's label.
 - R-Precision: same-label items among the R nearest, divided by R.
 - MAP@R: (1/R) * sum over i <= R of P(i) * rel(i), P(i) = same-label items among the i nearest / i.
+
+Each metric is the mean over the kept queries of a per-query value (hit within K, AP@R,
+R-Precision): ``retrieval_metrics(..., per_query=True)`` returns those values too, under the
+metric's own key, with ``query_index`` (see ``per_query_values``); ``per_query.py`` saves them.
 """
 
 from collections.abc import Sequence
@@ -18,6 +22,7 @@ from dml_bench.evaluation.knn import GroupRank, leave_one_out_search, nearest_ne
 from dml_bench.evaluation.metric_names import MAP_AT_R, NMI, NUM_QUERIES, R_PRECISION, recall_key
 
 DISTANCES = {"cosine": "inner_product", "euclidean": "l2"}
+QUERY_INDEX = "query_index"  # per-query values: each kept query's index in the query set
 
 Array = torch.Tensor | np.ndarray
 
@@ -32,7 +37,8 @@ def retrieval_metrics(
     distance: str = "cosine",
     backend: str = "auto",
     nmi: bool = False,
-) -> dict[str, float]:
+    per_query: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], dict[str, np.ndarray]]:
     """Metrics of retrieving each query's class among the gallery, by exact k-NN search.
 
     query: (num_query, dim) embeddings, query_labels: (num_query,) ints; gallery and
@@ -43,6 +49,8 @@ def retrieval_metrics(
     Returns ``recall@K`` per K, ``map@r``, ``r_precision`` (fractions) and ``num_queries`` (the
     queries with R > 0); with ``nmi=True`` also ``nmi`` of a k-means clustering of the queries.
     A K at or beyond the gallery size gives Recall@K = 1: every gallery item is then retrieved.
+    With ``per_query=True`` returns (metrics, per-query values): numpy arrays, one entry per
+    kept query, whose means are the metrics exactly (see ``per_query_values``).
     """
     if (gallery is None) != (gallery_labels is None):
         raise ValueError("pass gallery and gallery_labels together, or neither (leave-one-out)")
@@ -84,28 +92,45 @@ def retrieval_metrics(
             # Scores computed twice may differ in the last bit: keep the first search's verdict.
             deeper, _ = search.hits(kept[unsure], deepest)
             first_hit[unsure] = _first_true(deeper).clamp(min=depth)
-    metrics = metrics_from_hits(hits, first_hit, search.positives[kept], ks)
+    values = per_query_values(hits, first_hit, search.positives[kept], ks)
+    values[QUERY_INDEX] = kept.cpu().numpy()
+    metrics = per_query_means(values)
     if nmi:
         metrics[NMI] = kmeans_nmi(query, query_labels)
-    return metrics
+    return (metrics, values) if per_query else metrics
 
 
-def metrics_from_hits(hits: torch.Tensor, first_hit: torch.Tensor, positives: torch.Tensor, ks: Sequence[int]) -> dict:
-    """Metrics of num_query queries from their neighbours.
+def per_query_values(
+    hits: torch.Tensor, first_hit: torch.Tensor, positives: torch.Tensor, ks: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """Each query's value of each metric, from its neighbours: ``recall@K`` (bool: a same-label
+    item among the K nearest), ``map@r`` (AP@R) and ``r_precision`` (float64), numpy on the CPU.
 
     hits (num_query, depth) bool: the i-th nearest has the query's label, depth >= every R;
     first_hit (num_query,): position (0-based) of the nearest same-label item, or any value
     >= max(ks) when it is beyond; positives (num_query,): each query's R >= 1.
     """
-    metrics: dict[str, float] = {recall_key(k): _mean(first_hit < k) for k in ks}
+    values = {recall_key(k): first_hit < k for k in ks}
     r = positives.double()
     rank = torch.arange(1, int(r.max()) + 1, device=hits.device, dtype=torch.float64)
     relevant = hits[:, : len(rank)] & (rank <= r[:, None])  # rel(i) for i <= R, False beyond
     correct = relevant.cumsum(1)  # same-label items among the i nearest, for i <= R
-    metrics[MAP_AT_R] = _mean((correct / rank * relevant).sum(1) / r)
-    metrics[R_PRECISION] = _mean(correct[:, -1] / r)
-    metrics[NUM_QUERIES] = len(hits)
+    values[MAP_AT_R] = (correct / rank * relevant).sum(1) / r
+    values[R_PRECISION] = correct[:, -1] / r
+    return {name: value.cpu().numpy() for name, value in values.items()}
+
+
+def per_query_means(values: dict[str, np.ndarray]) -> dict[str, float]:
+    """The metrics of per-query values: the float64 mean of each array, and ``num_queries``
+    (``query_index``, when present, is not a metric)."""
+    metrics = {name: float(np.mean(value, dtype=np.float64)) for name, value in values.items() if name != QUERY_INDEX}
+    metrics[NUM_QUERIES] = len(next(iter(values.values())))
     return metrics
+
+
+def metrics_from_hits(hits: torch.Tensor, first_hit: torch.Tensor, positives: torch.Tensor, ks: Sequence[int]) -> dict:
+    """Metrics of num_query queries from their neighbours: the means of ``per_query_values``."""
+    return per_query_means(per_query_values(hits, first_hit, positives, ks))
 
 
 class _LabelSearch:
@@ -152,10 +177,6 @@ def _first_true(hits):
     """(rows,) position of each row's first True, or the row length when there is none."""
     found = hits.any(1)
     return torch.where(found, hits.to(torch.uint8).argmax(1), hits.shape[1])
-
-
-def _mean(per_query: torch.Tensor) -> float:
-    return per_query.double().mean().item()
 
 
 def _checked_ks(recall_ks):
