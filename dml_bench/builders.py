@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dml_bench.data.loaders import SeededSamples, make_loader
+from dml_bench.data.split_files import split_file
 from dml_bench.data.splits import open_split
 from dml_bench.data.validation import class_disjoint_split
 from dml_bench.engine import distributed
@@ -44,7 +45,7 @@ def build_datasets(cfg: DictConfig, *, with_train: bool = True) -> dict:
     carved out of it) and the test split(s): ``query`` and, for In-Shop, ``gallery``. Prepares
     the embedded data on first use."""
     data = cfg.dataset
-    if data.get("prepare") and not (Path(data.root) / "splits" / f"{data.train_split}.csv").exists():
+    if data.get("prepare") and not split_file(data.root, data.train_split).exists():
         log.info("preparing %s under %s", data.name, data.root)
         instantiate(data.prepare, root=data.root)
     splits = {"train": (data.train_split, data.train_transform)} if with_train else {}

@@ -1,19 +1,25 @@
-"""Command line: ``python -m dml_bench.prepare_data NAME --root DIR`` prepares a benchmark."""
+"""Command line: ``python -m dml_bench.prepare_data NAME --root DIR`` prepares a benchmark.
+
+NAME is a benchmark's name or alias (``cub200`` or ``cub``); what it knows of each benchmark comes
+from the benchmark's spec (``dml_bench.data.benchmarks``).
+"""
 
 import argparse
 import logging
 import sys
 import textwrap
 
+from dml_bench.data.benchmarks import SPECS, benchmark, choices_text, names_and_aliases
 from dml_bench.data.cache import build_cache, cache_resize
-from dml_bench.data.prepare import DATASETS, prepare_dataset, verify_images
+from dml_bench.data.prepare import prepare_dataset, verify_images
 from dml_bench.errors import UserError
 
 DESCRIPTION = """\
 Prepare a retrieval benchmark in DIR: obtain the official files, check their MD5, extract them
-safely under DIR and write the zero-shot split files DIR/splits/{train,test}.csv (In-Shop:
-train, query, gallery), header "path,label", paths relative to DIR, labels the dataset's own
-class ids. Any folder in this format trains with dataset=csv dataset.root=DIR."""
+safely under DIR and write the zero-shot split files DIR/splits/<split>.csv (each benchmark's
+splits are listed below), header "path,label", paths relative to DIR, labels the dataset's own
+class ids. Any folder in this format trains with dataset=csv dataset.root=DIR. NAME is a
+benchmark's name or its alias."""
 
 EPILOG_TAIL = """\
 Downloads stream into DIR/downloads/<file>.part and resume after an interruption; a file gets its
@@ -24,9 +30,10 @@ split must match the full official dataset, otherwise nothing is written."""
 
 
 def _official_files() -> str:
-    lines = ["official files:"]
-    for spec in DATASETS.values():
-        lines.append(f"  {spec.name} ({spec.title})")
+    lines = ["benchmarks, their splits and official files:"]
+    for spec in SPECS:
+        alias = "" if spec.alias == spec.name else f" or {spec.alias}"
+        lines.append(f"  {spec.name}{alias} ({spec.title}): splits {', '.join(spec.splits)}")
         for f in spec.files:
             lines.append(f"    {f.name}  MD5 {f.md5 or 'not published'}  {f.url or ''}".rstrip())
         if spec.where_to_get:
@@ -45,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "name", metavar="NAME", choices=sorted(DATASETS), help=f"one of {', '.join(DATASETS)}"
+        "name", metavar="NAME", choices=names_and_aliases(), help=f"one of {choices_text()}"
     )
     parser.add_argument(
         "--root", required=True, metavar="DIR", help="the folder the dataset is prepared in"
@@ -76,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    name = benchmark(args.name).name
     try:
-        prepare_dataset(args.name, args.root, source=args.source, skip_checksum=args.skip_checksum)
+        prepare_dataset(name, args.root, source=args.source, skip_checksum=args.skip_checksum)
         if args.verify:
             checked, bad = verify_images(args.root)
             if bad:
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"All {checked} images decode.")
         if args.cache:
-            print(f"Cache ready: {build_cache(args.root, cache_resize(args.name, args.cache))}")
+            print(f"Cache ready: {build_cache(args.root, cache_resize(name, args.cache))}")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -8,7 +8,6 @@ from torchvision import transforms as T
 
 from dml_bench.builders import build_datasets
 from dml_bench.data.cache import (
-    RECIPE_RESIZE,
     build_cache,
     cache_dir,
     cache_resize,
@@ -16,7 +15,7 @@ from dml_bench.data.cache import (
     parse_size,
 )
 from dml_bench.data.prepare import prepare_dataset
-from dml_bench.data.prepare.splits import read_split
+from dml_bench.data.split_files import read_split
 from dml_bench.data.splits import open_split
 from dml_bench.errors import UserError
 from dml_bench.prepare_data import main as prepare_main
@@ -80,14 +79,6 @@ def test_cache_needs_a_resize():
         build_datasets(compose_config(["dataset.cache=true"]))
     with pytest.raises(UserError, match="recipe has no Resize"):
         cache_resize("inshop", "recipe")
-
-
-@pytest.mark.parametrize("name", sorted(RECIPE_RESIZE))
-def test_the_recipe_sizes_are_those_of_the_dataset_configs(name):
-    transform = compose_config([f"dataset={name}", "dataset.root=unused"]).dataset
-    for resize in (transform.train_transform.resize, transform.test_transform.resize):
-        expected = RECIPE_RESIZE[name]
-        assert (resize if resize is None or isinstance(resize, int) else tuple(resize)) == expected
 
 
 def test_sizes_parse_and_bad_ones_are_user_errors():

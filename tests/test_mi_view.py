@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dml_bench.data.loaders import make_loader
-from dml_bench.data.retrieval_dataset import RetrievalDataset, read_split
+from dml_bench.data.retrieval_dataset import RetrievalDataset
+from dml_bench.data.split_files import read_split, split_file
 from dml_bench.evaluation.embed import extract_embeddings
 from dml_bench.evaluation.mi_terms import ENTROPY, MI_PROXY, TIGHTNESS, mi_terms
 
@@ -61,7 +62,7 @@ def test_tensorboard_holds_the_mi_terms_at_every_evaluation(quickstart_run):
 
 def test_the_epoch_length_is_logged_at_the_start(quickstart_run):
     cfg = OmegaConf.load(quickstart_run / ".hydra" / "config.yaml")
-    images = len(read_split(ROOT / cfg.dataset.root, cfg.dataset.train_split)[1])
+    images = len(read_split(split_file(ROOT / cfg.dataset.root, cfg.dataset.train_split)))
     batch = cfg.trainer.batch_size
     expected = (f"epoch length: {images // batch} batches of {batch} = {images // batch * batch} "
                 f"of the {images} training images (UniformSampler)")

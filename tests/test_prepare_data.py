@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 from scipy.io import loadmat
 
-from dml_bench.data.prepare import DATASETS, prepare_dataset
+from dml_bench.data.benchmarks import BENCHMARKS
+from dml_bench.data.prepare import prepare_dataset
 from dml_bench.data.prepare.cars196 import annotation_rows
 from dml_bench.data.prepare.download import download, file_md5
 from dml_bench.data.prepare.extract import safe_extract
-from dml_bench.data.prepare.splits import read_split
+from dml_bench.data.split_files import Marker, read_marker, read_split
 from dml_bench.errors import UserError
 from dml_bench.prepare_data import main
 from tests.miniature_datasets import MINIATURE_BUILDERS, write_zip
@@ -83,7 +84,7 @@ def _assert_splits(root: Path, expected: dict) -> None:
     assert (root / "splits" / "train.csv").read_text().startswith("path,label\n")
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
 def test_prepare_over_http(name, server, tmp_path):
     mini = MINIATURE_BUILDERS[name](server.folder)
     root = tmp_path / name
@@ -91,9 +92,10 @@ def test_prepare_over_http(name, server, tmp_path):
     _assert_splits(root, mini.splits)
     assert sorted(p.name for p in (root / "downloads").iterdir()) == sorted(mini.files)
     assert (root / ".prepared").read_text() == f"{name}\n"
+    assert read_marker(root) == Marker(name)
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
 def test_prepare_from_folder(name, tmp_path):
     mini = MINIATURE_BUILDERS[name](tmp_path)
     prepare_dataset(name, tmp_path / "root", source=str(tmp_path), **MINI)
@@ -120,6 +122,19 @@ def test_rerun_is_a_no_op(server, tmp_path):
     _assert_splits(root, mini.splits)
     with pytest.raises(UserError, match="already holds the prepared dataset 'cub200'"):
         prepare_dataset("sop", root, source=server.url, **MINI)
+
+
+def test_an_alias_prepares_the_benchmark_under_its_name(tmp_path, capsys):
+    mini = MINIATURE_BUILDERS["cars196"](tmp_path / "source")
+    root = tmp_path / "root"
+    prepare_dataset("cars", root, source=str(mini.folder), **MINI)
+    _assert_splits(root, mini.splits)
+    assert read_marker(root) == Marker("cars196")
+    # The CLI takes the alias too, and finds the folder prepared by its name.
+    assert main(["cars", "--root", str(root), "--verify"]) == 0
+    assert "All 8 images decode." in capsys.readouterr().out
+    with pytest.raises(UserError, match=r"Unknown dataset 'car': choose one of cub200 \(or cub\), cars196 \(or cars\)"):
+        prepare_dataset("car", root)
 
 
 def test_checksum_mismatch_over_http(server, tmp_path):
@@ -177,7 +192,7 @@ def test_cli_help_documents_every_dataset(capsys):
         main(["--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for word in (*DATASETS, "--source", "--skip-checksum", "--verify", "downloads/", ".prepared"):
+    for word in (*BENCHMARKS, "--source", "--skip-checksum", "--verify", "downloads/", ".prepared"):
         assert word in text
 
 

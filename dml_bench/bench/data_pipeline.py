@@ -4,7 +4,6 @@ Both read the same JPEG files and draw augmentations from the same distribution;
 is what one DataLoader worker does: load and transform images, then collate them into batches.
 """
 
-import csv
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from dml_bench.bench.synthetic import write_jpegs
 from dml_bench.bench.timing import interleaved_rates, ratio_columns
 from dml_bench.data.cache import build_cache
 from dml_bench.data.retrieval_dataset import RetrievalDataset
+from dml_bench.data.split_files import write_splits
 from dml_bench.data.transforms import TrainTransform
 from dml_bench.models.pixel_normalize import IMAGENET_MEAN, IMAGENET_STD
 
@@ -52,11 +52,7 @@ class DecodeOnlyDataset(PlainDataset):
 
 def write_split(root: Path, paths: Sequence[Path]) -> None:
     """``root/splits/train.csv`` listing ``paths`` (under ``root``), so RetrievalDataset reads them."""
-    (root / "splits").mkdir(parents=True, exist_ok=True)
-    with open(root / "splits" / "train.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label"])
-        writer.writerows((Path(p).relative_to(root).as_posix(), 0) for p in paths)
+    write_splits(root, {"train": [(Path(p).relative_to(root).as_posix(), 0) for p in paths]})
 
 
 def our_dataset(root: Path, color_jitter=None, cache_dir: Path | None = None, crop_size=224,

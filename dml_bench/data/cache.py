@@ -17,17 +17,16 @@ from PIL import Image
 from torchvision import transforms as T
 from tqdm import tqdm
 
+from dml_bench.data.benchmarks import find_benchmark
 from dml_bench.data.decode import DECODE_ERRORS
 from dml_bench.data.loaders import available_cpus
-from dml_bench.data.prepare.splits import SPLITS_DIR, read_split
+from dml_bench.data.split_files import listed_images
 from dml_bench.errors import UserError
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
 COMPLETE = ".complete"
-# The first Resize of each benchmark's recipe (configs/dataset/NAME.yaml; a test checks they agree).
-RECIPE_RESIZE = {"cub200": 256, "cars196": (256, 256), "sop": (256, 256), "inshop": None}
 
 
 def size_name(resize) -> str:
@@ -48,13 +47,15 @@ def parse_size(text: str):
 
 
 def cache_resize(name: str, size: str):
-    """The Resize to cache for ``--cache SIZE``; SIZE "recipe" is the benchmark recipe's own."""
+    """The Resize to cache for ``--cache SIZE``; SIZE "recipe" is the benchmark recipe's own (its
+    spec's ``recipe_resize``)."""
     if size != "recipe":
         return parse_size(size)
-    if RECIPE_RESIZE.get(name) is None:
+    spec = find_benchmark(name)
+    if spec is None or spec.recipe_resize is None:
         raise UserError(f"--cache: the {name} recipe has no Resize, so its images have nothing to "
                         "cache; give a size to cache another one (--cache 256 or --cache 256x256).")
-    return RECIPE_RESIZE[name]
+    return spec.recipe_resize
 
 
 def cache_dir(root: str | Path, resize) -> Path:
@@ -96,10 +97,7 @@ def build_cache(root: str | Path, resize, workers: int | None = None) -> Path:
     """Write the cache of ``resize`` for every image of ``root``'s splits; resumes if interrupted."""
     root = Path(root)
     folder = cache_dir(root, resize)
-    split_files = sorted((root / SPLITS_DIR).glob("*.csv"))
-    if not split_files:
-        raise UserError(f"{root / SPLITS_DIR} holds no split files: prepare the dataset first.")
-    paths = list(dict.fromkeys(row.path for f in split_files for row in read_split(f)))
+    paths = listed_images(root)
     todo = [(root / p, cached_file(folder, p), resize) for p in paths if not cached_file(folder, p).is_file()]
     log.info("Caching %d of %d images resized to %s in %s", len(todo), len(paths), size_name(resize), folder)
     with ProcessPoolExecutor(workers or available_cpus()) as pool:

@@ -7,18 +7,20 @@ font's rendering of a code point no font has), and characters with fewer than
 ``min_per_class`` renderings are dropped. The first half of the characters (by code point) train,
 the second half test: a class-disjoint, CUB-sized zero-shot retrieval problem.
 
-It is written once in the standard prepared format (``images/`` + ``splits/{train,test}.csv``),
-so the same dataset class loads it as any benchmark.
+It is written once in the prepared format of every dataset (``dml_bench.data.split_files``:
+``images/`` + ``splits/{train,test}.csv`` + the ``.prepared`` marker, which records the settings),
+through the same writers as the benchmarks, so the same dataset class loads it as any benchmark.
 """
 
-import csv
-import json
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from dml_bench.data.split_files import MARKER, Marker, read_marker, split_file, write_marker, write_splits, write_text
+
+NAME = "glyphs"
 FORMAT_VERSION = 1
 # Fonts of symbols or size variants, not text: their "glyphs" are not the characters.
 _NON_TEXT_FONTS = ("LastResort", "STIXNonUni", "STIXSiz", "cmex", "cmsy")
@@ -103,27 +105,22 @@ def prepare_glyphs(
         renderings_per_font=renderings_per_font,
         min_per_class=min_per_class,
     )
-    marker = root / ".prepared"
-    if marker.exists() and json.loads(marker.read_text()) == settings:
+    splits = ("train", "test")
+    if read_marker(root) == Marker(NAME, settings) and all(split_file(root, s).is_file() for s in splits):
         return root
+    (root / MARKER).unlink(missing_ok=True)  # rendered again: not prepared until the new marker
     images, labels, kept = render_glyphs(seed, image_size, renderings_per_font, min_per_class)
     image_dir = root / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
-    (root / "splits").mkdir(exist_ok=True)
     num_train_classes = len(kept) // 2
-    rows = {"train": [], "test": []}
+    rows = {split: [] for split in splits}
     for index, (image, label) in enumerate(zip(images, labels)):
         relative = f"images/{label:03d}/{index:05d}.png"
         (root / relative).parent.mkdir(exist_ok=True)
         Image.fromarray(image).save(root / relative)
         rows["train" if label < num_train_classes else "test"].append((relative, int(label)))
-    for split, split_rows in rows.items():
-        with open(root / "splits" / f"{split}.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "label"])
-            writer.writerows(split_rows)
-    (root / "classes.txt").write_text(
-        "".join(f"{i} U+{ord(c):04X} {c}\n" for i, c in enumerate(kept)), encoding="utf-8"
-    )
-    marker.write_text(json.dumps(settings))
+    write_splits(root, rows)
+    write_text(root / "classes.txt", "".join(f"{i} U+{ord(c):04X} {c}\n" for i, c in enumerate(kept)),
+               encoding="utf-8")
+    write_marker(root, NAME, settings)
     return root

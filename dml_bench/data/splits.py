@@ -2,18 +2,19 @@
 
 from pathlib import Path
 
+from dml_bench.data.benchmarks import find_benchmark
 from dml_bench.data.cache import open_cache
 from dml_bench.data.retrieval_dataset import RetrievalDataset
+from dml_bench.data.split_files import split_file
 from dml_bench.errors import UserError
-
-BENCHMARKS = ("cub200", "cars196", "sop", "inshop")
 
 
 def missing_dataset_error(name: str, root: Path, split: str) -> UserError:
-    where = f"{root / 'splits' / (split + '.csv')} does not exist"
-    if name in BENCHMARKS:
-        fix = (f"Prepare it first: `python -m dml_bench.prepare_data {name} --root {root}` "
-               f"(or `make data DATASET={name}`), or point dataset.root=DIR at a prepared copy.")
+    where = f"{split_file(root, split)} does not exist"
+    spec = find_benchmark(name)
+    if spec is not None:
+        fix = (f"Prepare it first: `python -m dml_bench.prepare_data {spec.name} --root {root}` "
+               f"(or `make data DATASET={spec.name}`), or point dataset.root=DIR at a prepared copy.")
     else:
         fix = ("Point dataset.root=DIR at a folder with splits/train.csv and splits/test.csv "
                "(header `path,label`, paths relative to DIR), as described in the README.")
@@ -23,7 +24,7 @@ def missing_dataset_error(name: str, root: Path, split: str) -> UserError:
 def open_split(name: str, root: str | Path, split: str, transform=None, cache_resize=None) -> RetrievalDataset:
     """The split's dataset; with ``cache_resize`` its images come from the cache of that Resize."""
     root = Path(root)
-    if not (root / "splits" / f"{split}.csv").is_file():
+    if not split_file(root, split).is_file():
         raise missing_dataset_error(name, root, split)
     cache = open_cache(name, root, cache_resize) if cache_resize is not None else None
     return RetrievalDataset(root, split, transform, cache_dir=cache)

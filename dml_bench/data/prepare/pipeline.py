@@ -3,20 +3,17 @@
 import logging
 from pathlib import Path
 
-from dml_bench.data.prepare import cars196, cub200, inshop, sop
+from dml_bench.data.benchmarks import benchmark
+from dml_bench.data.prepare.annotations import check_counts, check_images_exist
 from dml_bench.data.prepare.extract import is_archive, safe_extract
 from dml_bench.data.prepare.sources import obtain_files
 from dml_bench.data.prepare.spec import DatasetSpec
-from dml_bench.data.prepare.splits import SPLITS_DIR, check_counts, check_images_exist, write_splits
+from dml_bench.data.split_files import MARKER, read_marker, split_file, write_marker, write_splits
 from dml_bench.errors import UserError
 
 log = logging.getLogger(__name__)
 
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec for spec in (cub200.SPEC, cars196.SPEC, sop.SPEC, inshop.SPEC)
-}
 DOWNLOADS_DIR = "downloads"
-MARKER = ".prepared"
 
 
 def prepare_dataset(
@@ -27,7 +24,8 @@ def prepare_dataset(
     skip_checksum: bool = False,
     check_standard_counts: bool = True,
 ) -> None:
-    """Prepare benchmark ``name`` in ``root``: ``root/splits/*.csv`` with images under ``root``.
+    """Prepare benchmark ``name`` (its name or alias) in ``root``: ``root/splits/*.csv`` with
+    images under ``root``, in the format of ``dml_bench.data.split_files``.
 
     ``source`` is a folder or URL prefix holding the official files (default: official URLs and
     ``root/downloads/``). The marker ``root/.prepared``, written last, makes a second call a
@@ -35,7 +33,7 @@ def prepare_dataset(
     must match the full official dataset: a count check cannot tell a miniature test dataset from
     an incomplete copy, so the tests turn it off here rather than the CLI growing a flag for it.
     """
-    spec = _spec(name)
+    spec = benchmark(name)
     root = Path(root)
     if _is_prepared(spec, root):
         log.info("%s is already prepared in %s (delete %s to redo it)", spec.title, root, MARKER)
@@ -50,27 +48,20 @@ def prepare_dataset(
     if check_standard_counts:
         check_counts(spec.title, splits, spec.standard_counts)
     write_splits(root, splits)
-    (root / MARKER).write_text(spec.name + "\n")
+    write_marker(root, spec.name)
     log.info(
         "%s is ready in %s: %s", spec.title, root,
         ", ".join(f"{split} {len(rows):,} images" for split, rows in splits.items()),
     )
 
 
-def _spec(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise UserError(f"Unknown dataset {name!r}: choose one of {', '.join(DATASETS)}.")
-    return DATASETS[name]
-
-
 def _is_prepared(spec: DatasetSpec, root: Path) -> bool:
-    marker = root / MARKER
-    if not marker.is_file():
+    marker = read_marker(root)
+    if marker is None:
         return False
-    prepared = marker.read_text().strip()
-    if prepared != spec.name:
+    if marker.name != spec.name:
         raise UserError(
-            f"{root} already holds the prepared dataset {prepared!r} (see {marker}). Pass another "
-            f"--root for {spec.name}."
+            f"{root} already holds the prepared dataset {marker.name!r} (see {root / MARKER}). Pass "
+            f"another --root for {spec.name}."
         )
-    return all((root / SPLITS_DIR / f"{split}.csv").is_file() for split in spec.standard_counts)
+    return all(split_file(root, split).is_file() for split in spec.splits)

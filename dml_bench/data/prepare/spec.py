@@ -1,10 +1,22 @@
-"""What a preparer knows about a benchmark: its official files, how to read its split, its size."""
+"""Everything the code knows about a benchmark, in one spec per benchmark.
+
+Each benchmark's module (``cub200.py``, ``cars196.py``, ``sop.py``, ``inshop.py``) holds its
+``SPEC``; ``dml_bench.data.benchmarks`` lists them and is where every other part of the code looks
+a benchmark up (by name or alias): the preparer, the missing-dataset error, the image cache, the
+results table's paper comparison, ``prepare_data`` and the Makefile. The Hydra files
+``configs/dataset/<name>.yaml`` and ``configs/experiment/<experiment>.yaml`` must state some of
+the same facts for Hydra (the dataset's name, splits and Resize, the paper's K values); a test
+checks that they agree with the spec.
+"""
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dml_bench.data.prepare.splits import Row
+from dml_bench.data.split_files import Row
+
+# torchvision's Resize argument: the shorter side, or (height, width); None: no Resize.
+Resize = int | tuple[int, int] | None
 
 
 @dataclass(frozen=True)
@@ -24,17 +36,35 @@ class OfficialFile:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A benchmark's preparer.
+    """A benchmark.
 
-    ``read_splits(root, files)`` reads the annotations once the archives are extracted under
-    ``root`` (``files`` maps each official name to its local path) and returns the rows of each
-    split. ``standard_counts`` are the images per split of the full official dataset.
-    ``where_to_get`` tells users where to find files that have no ``url``.
+    ``name`` is its canonical name (the ``dataset=`` config, ``prepare_data NAME``, the folder
+    ``data/NAME``); ``alias`` the short name also accepted wherever a benchmark is named
+    (``make paper DATASET=cub``); ``title`` the name shown to users.
+
+    ``files`` are the official files. ``read_splits(root, files)`` is the split rule: it reads the
+    annotations once the archives are extracted under ``root`` (``files`` maps each official name
+    to its local path) and returns the rows of each split. ``standard_counts`` are the images per
+    split of the full official dataset (their keys are the splits). ``where_to_get`` tells users
+    where to find files that have no ``url``.
+
+    ``recipe_resize`` is the first Resize of the paper's recipe (what ``--cache`` stores);
+    ``experiment`` the config ``experiment=...`` reproducing the paper on it, and ``paper_recall``
+    the paper's cross-entropy Recall@K in % (ResNet-50, 2048-d; Boudiaf et al., ECCV 2020) by K,
+    the K values that experiment evaluates.
     """
 
     name: str
     title: str
+    alias: str
     files: tuple[OfficialFile, ...]
     read_splits: Callable[[Path, Mapping[str, Path]], dict[str, list[Row]]]
     standard_counts: Mapping[str, int]
+    recipe_resize: Resize
+    experiment: str
+    paper_recall: Mapping[int, float]
     where_to_get: str = ""
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.standard_counts)

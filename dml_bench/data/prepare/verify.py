@@ -6,8 +6,7 @@ from typing import NamedTuple
 from PIL import Image
 from tqdm import tqdm
 
-from dml_bench.data.prepare.splits import SPLITS_DIR, read_split
-from dml_bench.errors import UserError
+from dml_bench.data.split_files import listed_images
 
 
 class BadImage(NamedTuple):
@@ -18,10 +17,7 @@ class BadImage(NamedTuple):
 def verify_images(root: str | Path) -> tuple[int, list[BadImage]]:
     """Decode (to RGB) every image listed in ``root/splits/*.csv``: (number checked, bad ones)."""
     root = Path(root)
-    split_files = sorted((root / SPLITS_DIR).glob("*.csv"))
-    if not split_files:
-        raise UserError(f"{root / SPLITS_DIR} holds no split files: prepare the dataset first.")
-    paths = list(dict.fromkeys(row.path for f in split_files for row in read_split(f)))
+    paths = listed_images(root)
     bad = []
     for path in tqdm(paths, desc="verifying images", unit=" images"):
         try:

@@ -1,25 +1,14 @@
-"""The split files every prepared dataset ends with, and the checks before they are written.
+"""From the official annotations to split rows, and the checks before the split files are written.
 
-``<root>/splits/<split>.csv`` with the header ``path,label``: ``path`` is relative to ``<root>``
-(POSIX separators), ``label`` the dataset's own integer class id.
+The rows end in the prepared format of ``dml_bench.data.split_files`` (``splits/<split>.csv``,
+header ``path,label``), written there by ``write_splits``.
 """
 
-import csv
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import NamedTuple
 
+from dml_bench.data.split_files import Row
 from dml_bench.errors import UserError
-
-HEADER = ("path", "label")
-SPLITS_DIR = "splits"
-
-
-class Row(NamedTuple):
-    path: str
-    label: int
-
 
 Splits = Mapping[str, list[Row]]
 
@@ -77,24 +66,3 @@ def check_counts(title: str, splits: Splits, standard: Mapping[str, int]) -> Non
 
 def _describe(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{name} {count:,}" for name, count in counts.items())
-
-
-def write_splits(root: Path, splits: Splits) -> None:
-    """Write one CSV per split; each appears under its final name only once complete."""
-    folder = root / SPLITS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, rows in splits.items():
-        tmp = folder / f"{name}.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(HEADER)
-            writer.writerows(rows)
-        os.replace(tmp, folder / f"{name}.csv")
-
-
-def read_split(path: Path) -> list[Row]:
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        if tuple(next(reader, ())) != HEADER:
-            raise UserError(f"{path} does not start with the header {','.join(HEADER)}.")
-        return [Row(p, int(label)) for p, label in reader]
