@@ -19,7 +19,8 @@ from dml_bench.evaluation.metric_names import MAP_AT_R, NUM_QUERIES, R_PRECISION
 _RECALL = re.compile(r"recall@(\d+)$")
 SEED = "seed"
 
-# The paper's cross-entropy Recall@K in % (ResNet-50, 2048-d), by the experiment reproducing it.
+# The paper's cross-entropy Recall@K in % (ResNet-50, 2048-d), by the experiment reproducing it;
+# source: docs/reference/recipe.md.
 PAPER_RECALL = {
     "paper_cub": {1: 69.2, 2: 79.2, 4: 86.9, 8: 91.6, 16: 95.0, 32: 97.3},
     "paper_cars": {1: 89.3, 2: 93.9, 4: 96.6, 8: 98.4, 16: 99.3, 32: 99.7},
