@@ -15,7 +15,7 @@ def available_cpus() -> int:
 def default_num_workers() -> int:
     """One core is left for the training loop; at most 16 workers per process.
 
-    A worker decodes and augments about 250-600 CUB-sized images/s (README, Performance), while a
+    A worker decodes and augments about 250-600 CUB-sized images/s (docs/performance.md), while a
     GPU training ResNet-50 can take thousands per second, so large machines need many workers.
     The processes of a distributed run on one machine (torchrun's LOCAL_WORLD_SIZE) share its cores.
     """

@@ -105,7 +105,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     "auto" is torch on CUDA: it stays on the device, with no host round trip and no limit on k.
     Elsewhere it is symmetric (FAISS for a separate gallery): on SOP-sized leave-one-out data it
     computes half the scores, and it took the least CPU time of the three on a 2-core AMD EPYC
-    (docs/README-evaluation.md).
+    (docs/evaluation.md).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
