@@ -157,7 +157,8 @@ def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int):
 def build_evaluator(cfg: DictConfig, query_loader, gallery_loader=None) -> RetrievalEvaluator:
     return RetrievalEvaluator(query_loader, gallery_loader, recall_ks=cfg.evaluation.recall_ks,
                               distance=cfg.evaluation.distance, backend=cfg.evaluation.backend,
-                              progress=cfg.trainer.progress)
+                              progress=cfg.trainer.progress, exclude=cfg.evaluation.exclude,
+                              euclidean_recall=cfg.evaluation.euclidean_recall)
 
 
 def build_evaluators(cfg: DictConfig, eval_loaders: dict) -> tuple[RetrievalEvaluator, RetrievalEvaluator]:

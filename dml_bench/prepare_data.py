@@ -1,7 +1,8 @@
 """Command line: ``python -m dml_bench.prepare_data NAME --root DIR`` prepares a benchmark.
 
 NAME is a benchmark's name or alias (``cub200`` or ``cub``); what it knows of each benchmark comes
-from the benchmark's spec (``dml_bench.data.benchmarks``).
+from the benchmark's spec (``dml_bench.data.benchmarks``). NAME ``csv`` names a folder already in
+the split-file format (``dataset=csv``): nothing is prepared, ``--verify`` and ``--cache`` run on it.
 """
 
 import argparse
@@ -11,7 +12,8 @@ import textwrap
 
 from dml_bench.data.benchmarks import SPECS, benchmark, choices_text, names_and_aliases
 from dml_bench.data.cache import build_cache, cache_resize
-from dml_bench.data.prepare import prepare_dataset, verify_images
+from dml_bench.data.prepare import prepare_dataset
+from dml_bench.data.prepare.verify import describe_duplicates, verify_images
 from dml_bench.errors import UserError
 
 DESCRIPTION = """\
@@ -19,7 +21,9 @@ Prepare a retrieval benchmark in DIR: obtain the official files, check their MD5
 safely under DIR and write the zero-shot split files DIR/splits/<split>.csv (each benchmark's
 splits are listed below), header "path,label", paths relative to DIR, labels the dataset's own
 class ids. Any folder in this format trains with dataset=csv dataset.root=DIR. NAME is a
-benchmark's name or its alias."""
+benchmark's name or its alias, or csv for such a folder: it is then only verified or cached."""
+
+CSV = "csv"  # NAME of a folder in the split-file format: verified or cached, not prepared
 
 EPILOG_TAIL = """\
 Downloads stream into DIR/downloads/<file>.part and resume after an interruption; a file gets its
@@ -52,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "name", metavar="NAME", choices=names_and_aliases(), help=f"one of {choices_text()}"
+        "name", metavar="NAME", choices=[*names_and_aliases(), CSV],
+        help=f"one of {choices_text()}, or {CSV} (a folder already in the split-file format)"
     )
     parser.add_argument(
         "--root", required=True, metavar="DIR", help="the folder the dataset is prepared in"
@@ -69,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--verify", action="store_true",
-        help="afterwards, decode every listed image and list those that fail (exit code 1 if any)",
+        help="afterwards, decode every listed image and list those that fail (exit code 1 if any), and "
+        "report exact duplicates (same decoded pixels) within a class, across classes and across splits",
     )
     parser.add_argument(
         "--cache", nargs="?", const="recipe", metavar="SIZE",
@@ -83,11 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    name = benchmark(args.name).name
     try:
-        prepare_dataset(name, args.root, source=args.source, skip_checksum=args.skip_checksum)
+        if args.name == CSV:
+            if not (args.verify or args.cache):
+                raise UserError(f"{CSV} names a folder already in the split-file format: there is nothing to "
+                                "prepare; add --verify or --cache.")
+            name = CSV
+        else:
+            name = benchmark(args.name).name
+            prepare_dataset(name, args.root, source=args.source, skip_checksum=args.skip_checksum)
         if args.verify:
-            checked, bad = verify_images(args.root)
+            checked, bad, duplicates = verify_images(args.root)
+            print("\n".join(describe_duplicates(duplicates)))
             if bad:
                 print(f"{len(bad)} of {checked} images could not be decoded:", file=sys.stderr)
                 for image in bad:

@@ -201,6 +201,7 @@ def test_verify_lists_every_undecodable_image(tmp_path, capsys):
     root = tmp_path / "root"
     prepare_dataset("sop", root, source=str(tmp_path), **MINI)
     assert main(["sop", "--root", str(root), "--verify"]) == 0
+    assert "Exact duplicates (images that decode to the same pixels):" in capsys.readouterr().out
     bad = [mini.splits["train"][1][0], mini.splits["test"][0][0]]
     (root / bad[0]).write_bytes(b"not a jpeg")
     (root / bad[1]).write_bytes((root / bad[1]).read_bytes()[:40])  # truncated

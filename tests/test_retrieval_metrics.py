@@ -19,18 +19,22 @@ BACKENDS = ("torch", "faiss", "symmetric")
 ATOL = 1e-6  # float32 search, metrics accumulated in float64
 
 
-def brute_force(query, query_labels, gallery, gallery_labels, recall_ks, distance):
+def brute_force(query, query_labels, gallery, gallery_labels, recall_ks, distance, drop_first=False):
     """Metrics by the book: full float64 distance matrix, one query at a time.
 
     gallery None means leave-one-out: the query set is the gallery and each query skips itself.
     """
-    values = brute_force_per_query(query, query_labels, gallery, gallery_labels, recall_ks, distance)
+    values = brute_force_per_query(query, query_labels, gallery, gallery_labels, recall_ks, distance, drop_first)
     kept = len(values.pop(QUERY_INDEX))
     return {key: sum(value) / kept for key, value in values.items()} | {NUM_QUERIES: kept}
 
 
-def brute_force_per_query(query, query_labels, gallery, gallery_labels, recall_ks, distance):
-    """Each kept query's hit within each K, AP@R and R-Precision (lists), and its index."""
+def brute_force_per_query(query, query_labels, gallery, gallery_labels, recall_ks, distance, drop_first=False):
+    """Each kept query's hit within each K, AP@R and R-Precision (lists), and its index.
+
+    drop_first (leave-one-out): rank every item, the query included, and drop the nearest,
+    whichever it is, as the paper's official code does; R stays the query's class size - 1.
+    """
     leave_one_out = gallery is None
     if leave_one_out:
         gallery, gallery_labels = query, query_labels
@@ -43,10 +47,10 @@ def brute_force_per_query(query, query_labels, gallery, gallery_labels, recall_k
         dist = ((query[:, None, :] - gallery[None, :, :]) ** 2).sum(-1)
     values = {recall_key(k): [] for k in recall_ks} | {MAP_AT_R: [], R_PRECISION: [], QUERY_INDEX: []}
     for q in range(len(query)):
-        candidates = [g for g in range(len(gallery)) if not (leave_one_out and g == q)]
-        ranked = sorted(candidates, key=lambda g: (dist[q, g], g))
+        candidates = [g for g in range(len(gallery)) if drop_first or not (leave_one_out and g == q)]
+        ranked = sorted(candidates, key=lambda g: (dist[q, g], g))[int(drop_first):]
         rel = [gallery_labels[g] == query_labels[q] for g in ranked]
-        r = sum(rel)
+        r = sum(gallery_labels[g] == query_labels[q] for g in range(len(gallery))) - leave_one_out
         if r == 0:
             continue
         values[QUERY_INDEX].append(q)
@@ -203,6 +207,50 @@ def test_duplicate_trap(backend, recall_ks):
     expected = {recall_key(k): recall[k] for k in recall_ks}
     expected |= {MAP_AT_R: (1 / 4 + 1 + 1) / 5, R_PRECISION: (1 / 2 + 1 + 1) / 5, NUM_QUERIES: 5}
     assert_metrics_equal(actual, expected)
+
+
+def cross_class_duplicates(num=300, pairs=40, seed=3):
+    """Clustered points in which ``pairs`` points each get an exact copy carrying another label."""
+    x, labels = clustered(num - pairs, 8, 20, seed=seed, spread=1.5)
+    rng = np.random.default_rng(seed)
+    copied = rng.choice(len(x), size=pairs, replace=False)
+    copy_labels = (labels[copied] + rng.integers(1, 20, size=pairs)) % 20
+    order = rng.permutation(num)  # the copies land before or after their originals
+    return np.concatenate([x, x[copied]])[order], np.concatenate([labels, copy_labels])[order]
+
+
+# Known: numpy's BLAS can score two exact duplicates one ulp apart when they sit at different
+# places of a block (its edge kernels), so the symmetric search may order them by that ulp instead
+# of by index. Strict: the test reports when the search is fixed.
+SYMMETRIC_DUPLICATE_TIES = pytest.mark.xfail(strict=True, reason="symmetric search: duplicates scored 1 ulp apart")
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss", pytest.param("symmetric", marks=SYMMETRIC_DUPLICATE_TIES)])
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_first_neighbor_exclusion_reproduces_the_official_code_and_differs_on_duplicates(backend, distance):
+    x, labels = cross_class_duplicates()
+    ks = (1, 2, 4, 8)
+    by_index = retrieval_metrics(x, labels, recall_ks=ks, distance=distance, backend=backend)
+    official = retrieval_metrics(x, labels, recall_ks=ks, distance=distance, backend=backend,
+                                 exclude="first_neighbor")
+    assert_metrics_equal(by_index, brute_force(x, labels, None, None, ks, distance))
+    assert_metrics_equal(official, brute_force(x, labels, None, None, ks, distance, drop_first=True))
+    # A query whose cross-class copy ranks first keeps itself among its neighbours: a false hit.
+    assert official[recall_key(1)] > by_index[recall_key(1)] + 0.02
+
+
+def test_first_neighbor_exclusion_equals_by_index_without_duplicates(backend):
+    x, labels = clustered(120, 6, 10, seed=4)
+    assert retrieval_metrics(x, labels, backend=backend, exclude="first_neighbor") == pytest.approx(
+        retrieval_metrics(x, labels, backend=backend), abs=ATOL)
+
+
+def test_first_neighbor_exclusion_is_for_leave_one_out_only():
+    x, labels = clustered(20, 4, 4, seed=5)
+    with pytest.raises(ValueError, match="applies to leave-one-out"):
+        retrieval_metrics(x, labels, x, labels, exclude="first_neighbor")
+    with pytest.raises(ValueError, match="exclude must be one of index, first_neighbor"):
+        retrieval_metrics(x, labels, exclude="self")
 
 
 def test_ties_ordered_by_gallery_index(backend):

@@ -36,7 +36,7 @@ def test_the_header_names_the_columns_in_any_order_with_others_ignored(tmp_path)
     dataset = RetrievalDataset(tmp_path, "train")  # the training dataset reads it the same way
     assert (dataset.paths, dataset.labels) == (["a/1.png", "b/2.png"], [3, 5])
     assert listed_images(tmp_path) == ["a/1.png", "b/2.png"]
-    assert verify_images(tmp_path) == (2, [])  # --verify too (and --cache: test_cache.py)
+    assert verify_images(tmp_path)[:2] == (2, [])  # --verify too (and --cache: test_cache.py)
 
 
 @pytest.mark.parametrize("text, message", [

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from dml_bench.evaluation import retrieval_metrics
 from dml_bench.evaluation.embed import extract_embeddings
+from dml_bench.evaluation.metric_names import euclidean_key, recall_key
 from dml_bench.oom import suggest_smaller_batch
 
 
@@ -25,7 +26,12 @@ class Evaluation:
 
 class RetrievalEvaluator:
     """Leave-one-out retrieval on ``query_loader``'s split, or query vs. ``gallery_loader``
-    (In-Shop). Calling it embeds the split(s) and returns an :class:`Evaluation`."""
+    (In-Shop). Calling it embeds the split(s) and returns an :class:`Evaluation`.
+
+    ``exclude`` is ``retrieval_metrics``'s (how leave-one-out leaves the query out);
+    ``euclidean_recall`` also reports Recall@K with euclidean distance (``euclidean_recall@K``),
+    as the paper's official code does; the other metrics, and so the epoch selection, stay cosine.
+    """
 
     def __init__(
         self,
@@ -35,6 +41,8 @@ class RetrievalEvaluator:
         distance: str = "cosine",
         backend: str = "auto",
         progress: bool = True,
+        exclude: str = "index",
+        euclidean_recall: bool = False,
     ):
         self.query_loader = query_loader
         self.gallery_loader = gallery_loader
@@ -42,6 +50,8 @@ class RetrievalEvaluator:
         self.distance = distance
         self.backend = backend
         self.progress = progress
+        self.exclude = exclude
+        self.euclidean_recall = euclidean_recall
 
     def embed(self, model: nn.Module, device: torch.device, amp_dtype=None) -> dict[str, torch.Tensor]:
         out = {}
@@ -56,7 +66,10 @@ class RetrievalEvaluator:
 
     def __call__(self, model: nn.Module, device: torch.device, amp_dtype=None) -> Evaluation:
         e = self.embed(model, device, amp_dtype)
-        metrics, per_query = retrieval_metrics(e["query"], e["query_labels"], e.get("gallery"),
-                                               e.get("gallery_labels"), recall_ks=self.recall_ks,
-                                               distance=self.distance, backend=self.backend, per_query=True)
+        sets = (e["query"], e["query_labels"], e.get("gallery"), e.get("gallery_labels"))
+        options = {"recall_ks": self.recall_ks, "backend": self.backend, "exclude": self.exclude}
+        metrics, per_query = retrieval_metrics(*sets, distance=self.distance, per_query=True, **options)
+        if self.euclidean_recall:
+            euclidean = retrieval_metrics(*sets, distance="euclidean", **options)
+            metrics.update({euclidean_key(recall_key(k)): euclidean[recall_key(k)] for k in self.recall_ks})
         return Evaluation(metrics, e, per_query)

@@ -22,6 +22,7 @@ from dml_bench.evaluation.knn import GroupRank, leave_one_out_search, nearest_ne
 from dml_bench.evaluation.metric_names import MAP_AT_R, NMI, NUM_QUERIES, R_PRECISION, recall_key
 
 DISTANCES = {"cosine": "inner_product", "euclidean": "l2"}
+EXCLUDE_MODES = ("index", "first_neighbor")  # how leave-one-out leaves the query out
 QUERY_INDEX = "query_index"  # per-query values: each kept query's index in the query set
 
 Array = torch.Tensor | np.ndarray
@@ -38,6 +39,7 @@ def retrieval_metrics(
     backend: str = "auto",
     nmi: bool = False,
     per_query: bool = False,
+    exclude: str = "index",
 ) -> dict[str, float] | tuple[dict[str, float], dict[str, np.ndarray]]:
     """Metrics of retrieving each query's class among the gallery, by exact k-NN search.
 
@@ -51,12 +53,20 @@ def retrieval_metrics(
     A K at or beyond the gallery size gives Recall@K = 1: every gallery item is then retrieved.
     With ``per_query=True`` returns (metrics, per-query values): numpy arrays, one entry per
     kept query, whose means are the metrics exactly (see ``per_query_values``).
+    exclude (leave-one-out only): ``"index"`` leaves each query out by its index (the
+    definition); ``"first_neighbor"`` searches one neighbour more and drops the nearest, taking it
+    for the query, as the paper's official code does: with an exact duplicate of the query ranked
+    first, the query itself stays among its neighbours (docs/reference/metrics.md).
     """
     if (gallery is None) != (gallery_labels is None):
         raise ValueError("pass gallery and gallery_labels together, or neither (leave-one-out)")
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {', '.join(DISTANCES)}; got {distance!r}")
     ks = _checked_ks(recall_ks)
+    if exclude not in EXCLUDE_MODES:
+        raise ValueError(f"exclude must be one of {', '.join(EXCLUDE_MODES)}; got {exclude!r}")
+    if exclude != "index" and gallery is not None:
+        raise ValueError(f"exclude={exclude!r} applies to leave-one-out; with a gallery no query is excluded")
     query, query_labels = _checked_set("query", query, query_labels)
     if gallery is not None:
         gallery, gallery_labels = _checked_set("gallery", gallery, gallery_labels)
@@ -67,7 +77,8 @@ def retrieval_metrics(
         query = F.normalize(query, dim=1)
         gallery = None if gallery is None else F.normalize(gallery, dim=1)
 
-    search = _LabelSearch(query, query_labels, gallery, gallery_labels, metric=DISTANCES[distance], backend=backend)
+    search = _LabelSearch(query, query_labels, gallery, gallery_labels, metric=DISTANCES[distance], backend=backend,
+                          drop_first=exclude == "first_neighbor")
     kept = (search.positives > 0).nonzero().squeeze(1)
     if len(kept) == 0:
         raise ValueError("no query has a same-label item in the gallery; check the labels")
@@ -135,10 +146,12 @@ def metrics_from_hits(hits: torch.Tensor, first_hit: torch.Tensor, positives: to
 
 class _LabelSearch:
     """Exact search of queries in a gallery (gallery None: the queries themselves, each query
-    skipping its own index), telling which neighbours share the query's label."""
+    skipping its own index, or with ``drop_first`` its nearest neighbour whichever it is),
+    telling which neighbours share the query's label."""
 
-    def __init__(self, query, query_labels, gallery, gallery_labels, *, metric, backend):
+    def __init__(self, query, query_labels, gallery, gallery_labels, *, metric, backend, drop_first=False):
         self.leave_one_out = gallery is None
+        self.drop_first = drop_first
         if self.leave_one_out:
             gallery, gallery_labels = query, query_labels
         self.query, self.gallery = query, gallery
@@ -156,13 +169,14 @@ class _LabelSearch:
         and, where the search can tell it (see ``knn.leave_one_out_search``), the rank of each
         query's nearest same-label item, counted up to ``cap``."""
         options = {"metric": self.metric, "backend": self.backend}
-        if self.leave_one_out:
+        if self.leave_one_out and not self.drop_first:
             neighbors, ranks = leave_one_out_search(
                 self.query, rows, k, groups=self.query_codes if cap else None, cap=cap, **options
             )
         else:
             query = self.query if len(rows) == len(self.query) else self.query[rows]
-            neighbors, ranks = nearest_neighbors(query, self.gallery, k, **options), None
+            dropped = int(self.drop_first)  # one neighbour more, then the nearest goes: taken for the query
+            neighbors, ranks = nearest_neighbors(query, self.gallery, k + dropped, **options)[:, dropped:], None
         return self.gallery_codes[neighbors.to(rows.device)] == self.query_codes[rows, None], ranks
 
 

@@ -1,12 +1,21 @@
-"""Decoding every image a prepared dataset lists, to find broken files before training does."""
+"""Decoding every image a prepared dataset lists: broken files, and exact duplicates, found before
+training does.
 
+Two listed images are exact duplicates when they decode to the same pixels (RGB, same size),
+whatever their files. Duplicates matter to retrieval: a query's copy under another class is its
+nearest neighbour, a certain miss, and a search that drops "the first neighbour" instead of the
+query keeps the query itself, a false hit (docs/reference/metrics.md).
+"""
+
+import hashlib
+from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
 from PIL import Image
 from tqdm import tqdm
 
-from dml_bench.data.split_files import listed_images
+from dml_bench.data.split_files import read_split, split_file, split_names
 
 
 class BadImage(NamedTuple):
@@ -14,15 +23,70 @@ class BadImage(NamedTuple):
     reason: str
 
 
-def verify_images(root: str | Path) -> tuple[int, list[BadImage]]:
-    """Decode (to RGB) every image listed in ``root/splits/*.csv``: (number checked, bad ones)."""
+class Listed(NamedTuple):
+    """One line of a split file."""
+
+    split: str
+    path: str
+    label: int
+
+
+# The kinds of exact duplicates: two listings of one content in the same split and class, in
+# the same split under different classes, or in two splits.
+DUPLICATE_KINDS = ("within a class", "across classes", "across splits")
+
+
+class Verification(NamedTuple):
+    checked: int  # distinct image files decoded
+    bad: list[BadImage]
+    duplicates: dict[str, list[list[Listed]]]  # kind -> groups of identical listings, in file order
+
+
+def verify_images(root: str | Path) -> Verification:
+    """Decode (to RGB) every image listed in ``root/splits/*.csv``; report the bad ones and the
+    groups of exact duplicates of each kind."""
     root = Path(root)
-    paths = listed_images(root)
-    bad = []
+    listed = [Listed(split, row.path, row.label) for split in split_names(root)
+              for row in read_split(split_file(root, split))]
+    paths = list(dict.fromkeys(entry.path for entry in listed))
+    bad, content = [], {}
     for path in tqdm(paths, desc="verifying images", unit=" images"):
         try:
             with Image.open(root / path) as image:
-                image.convert("RGB")
+                rgb = image.convert("RGB")
         except Exception as err:  # any failure to decode makes the image unusable
             bad.append(BadImage(path, f"{type(err).__name__}: {err}"))
-    return len(paths), bad
+            continue
+        content[path] = hashlib.sha256(repr(rgb.size).encode() + rgb.tobytes()).digest()
+    same = defaultdict(list)
+    for entry in listed:
+        if entry.path in content:
+            same[content[entry.path]].append(entry)
+    return Verification(len(paths), bad, duplicate_groups([group for group in same.values() if len(group) > 1]))
+
+
+def duplicate_groups(groups: list[list[Listed]]) -> dict[str, list[list[Listed]]]:
+    """Each kind's groups: the listings of one content that make it that kind of duplicate."""
+    found = {kind: [] for kind in DUPLICATE_KINDS}
+    for group in groups:
+        by_class, by_split = defaultdict(list), defaultdict(list)
+        for entry in group:
+            by_class[entry.split, entry.label].append(entry)
+            by_split[entry.split].append(entry)
+        found["within a class"] += [same for same in by_class.values() if len(same) > 1]
+        found["across classes"] += [entries for entries in by_split.values()
+                                    if len({entry.label for entry in entries}) > 1]
+        if len(by_split) > 1:
+            found["across splits"].append(group)
+    return found
+
+
+def describe_duplicates(duplicates: dict[str, list[list[Listed]]], examples: int = 3) -> list[str]:
+    """Report lines: per kind, the number of groups and images, and the first few groups."""
+    lines = ["Exact duplicates (images that decode to the same pixels):"]
+    for kind, groups in duplicates.items():
+        images = sum(len(group) for group in groups)
+        lines.append(f"  {kind}: {len(groups)} groups, {images} images" if groups else f"  {kind}: none")
+        for group in groups[:examples]:
+            lines.append("    " + " = ".join(f"{entry.path} ({entry.split}, class {entry.label})" for entry in group))
+    return lines
