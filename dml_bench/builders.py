@@ -75,10 +75,14 @@ def selection_split(cfg: DictConfig) -> str:
     """The split that selects the epoch: ``validation`` under a protocol that holds one out of the
     training classes (``protocol.folds`` or ``protocol.validation_fraction``), else ``test``."""
     protocol = cfg.protocol
-    if protocol.get("folds") and protocol.get("validation_fraction"):
-        raise UserError(f"protocol.folds={protocol.folds} and protocol.validation_fraction="
-                        f"{protocol.validation_fraction} both choose a validation split: set one of them to null.")
-    return "validation" if protocol.get("folds") or protocol.get("validation_fraction") else "test"
+    folds, fraction = protocol.get("folds"), protocol.get("validation_fraction")
+    if folds and fraction:
+        raise UserError(f"protocol.folds={folds} and protocol.validation_fraction={fraction} both choose a "
+                        "validation split: set one of them to null.")
+    if not (folds or fraction) and protocol.name != "paper":  # only protocol=paper selects on the test split
+        raise UserError(f"protocol={protocol.name} selects the epoch on a validation split, but protocol.folds and "
+                        "protocol.validation_fraction are both unset: set one (or use protocol=paper).")
+    return "validation" if folds or fraction else "test"
 
 
 def loader_options(cfg: DictConfig, device: torch.device) -> dict:

@@ -85,10 +85,14 @@ def test_impossible_folds_are_user_errors(tmp_path, folds, fold, match):
         fold_split(dataset_of(tmp_path, dict.fromkeys(CLASSES, 2)), folds, fold, seed=0)
 
 
-def test_folds_and_a_validation_fraction_together_are_refused():
-    cfg = compose_config(["protocol=cross_validation", "protocol.validation_fraction=0.2"])
-    with pytest.raises(UserError, match="set one of them to null"):
-        builders.selection_split(cfg)
+@pytest.mark.parametrize(("overrides", "match"), [
+    (["protocol=cross_validation", "protocol.validation_fraction=0.2"], "set one of them to null"),
+    (["protocol=cross_validation", "protocol.folds=null"], "protocol=cross_validation selects the epoch on a valid"),
+    (["protocol=rigorous", "protocol.validation_fraction=null"], "protocol=rigorous selects the epoch on a valid"),
+])
+def test_a_protocol_without_exactly_one_validation_split_is_refused(overrides, match):
+    with pytest.raises(UserError, match=match):
+        builders.selection_split(compose_config(overrides))
 
 
 # ---- real runs, in process -----------------------------------------------------------------------
