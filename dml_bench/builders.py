@@ -42,8 +42,8 @@ def build_world(cfg: DictConfig) -> distributed.World:
 # ---- data ---------------------------------------------------------------------------------------
 def build_datasets(cfg: DictConfig, *, with_train: bool = True) -> dict:
     """The training split (and, under a protocol with ``folds`` or ``validation_fraction``, the
-    validation split carved out of it) and the test split(s): ``query`` and, for In-Shop, ``gallery``. Prepares
-    the embedded data on first use."""
+    validation split carved out of it) and the test split(s): ``query`` and, for In-Shop,
+    ``gallery``. Prepares the embedded data on first use."""
     data = cfg.dataset
     if data.get("prepare") and not split_file(data.root, data.train_split).exists():
         log.info("preparing %s under %s", data.name, data.root)

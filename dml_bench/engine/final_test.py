@@ -1,4 +1,5 @@
-"""protocol=rigorous or cross_validation, last step: the checkpoint selected on validation, evaluated once on test."""
+"""protocol=rigorous or cross_validation, last step: the checkpoint selected on validation,
+evaluated once on test."""
 
 import logging
 from pathlib import Path
