@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from dml_bench.data.loaders import SeededSamples, make_loader
 from dml_bench.data.split_files import split_file
 from dml_bench.data.splits import open_split
-from dml_bench.data.validation import class_disjoint_split
+from dml_bench.data.validation import class_disjoint_split, fold_split
 from dml_bench.engine import distributed
 from dml_bench.engine.optim import param_groups
 from dml_bench.engine.recorders import Recorder, Recorders, RunFiles, TensorBoard
@@ -41,9 +41,9 @@ def build_world(cfg: DictConfig) -> distributed.World:
 
 # ---- data ---------------------------------------------------------------------------------------
 def build_datasets(cfg: DictConfig, *, with_train: bool = True) -> dict:
-    """The training split (and, under a protocol with ``validation_fraction``, the validation split
-    carved out of it) and the test split(s): ``query`` and, for In-Shop, ``gallery``. Prepares
-    the embedded data on first use."""
+    """The training split (and, under a protocol with ``folds`` or ``validation_fraction``, the
+    validation split carved out of it) and the test split(s): ``query`` and, for In-Shop,
+    ``gallery``. Prepares the embedded data on first use."""
     data = cfg.dataset
     if data.get("prepare") and not split_file(data.root, data.train_split).exists():
         log.info("preparing %s under %s", data.name, data.root)
@@ -58,13 +58,31 @@ def build_datasets(cfg: DictConfig, *, with_train: bool = True) -> dict:
     datasets = {role: open_split(data.name, data.root, split, instantiate(transform),
                                  transform.resize if data.get("cache") else None)
                 for role, (split, transform) in splits.items()}
-    if with_train and cfg.protocol.validation_fraction:  # select on held-out training classes
-        datasets["train"], datasets["validation"] = class_disjoint_split(
-            datasets["train"], cfg.protocol.validation_fraction, cfg.protocol.split_seed,
-            instantiate(data.test_transform))
+    if with_train and selection_split(cfg) == "validation":  # select on held-out training classes
+        protocol, transform = cfg.protocol, instantiate(data.test_transform)
+        if protocol.get("folds"):
+            datasets["train"], datasets["validation"] = fold_split(
+                datasets["train"], protocol.folds, protocol.fold, protocol.split_seed, transform)
+        else:
+            datasets["train"], datasets["validation"] = class_disjoint_split(
+                datasets["train"], protocol.validation_fraction, protocol.split_seed, transform)
         log.info("validation split: %d of the training classes (%d images) held out",
                  datasets["validation"].num_classes, len(datasets["validation"]))
     return datasets
+
+
+def selection_split(cfg: DictConfig) -> str:
+    """The split that selects the epoch: ``validation`` under a protocol that holds one out of the
+    training classes (``protocol.folds`` or ``protocol.validation_fraction``), else ``test``."""
+    protocol = cfg.protocol
+    folds, fraction = protocol.get("folds"), protocol.get("validation_fraction")
+    if folds and fraction:
+        raise UserError(f"protocol.folds={folds} and protocol.validation_fraction={fraction} both choose a "
+                        "validation split: set one of them to null.")
+    if not (folds or fraction) and protocol.name != "paper":  # only protocol=paper selects on the test split
+        raise UserError(f"protocol={protocol.name} selects the epoch on a validation split, but protocol.folds and "
+                        "protocol.validation_fraction are both unset: set one (or use protocol=paper).")
+    return "validation" if folds or fraction else "test"
 
 
 def loader_options(cfg: DictConfig, device: torch.device) -> dict:
@@ -177,7 +195,7 @@ def trainer_settings(cfg: DictConfig, run_dir: Path, device: torch.device, world
         run_dir=run_dir, epochs=t.epochs, device=device, world=world, amp_dtype=amp_dtype,
         channels_last=t.channels_last, eval_every=t.eval_every, monitor=t.monitor, patience=t.patience,
         log_every_steps=t.log_every_steps, grad_clip=t.grad_clip, checkpoint_every_steps=t.checkpoint_every_steps,
-        progress=t.progress, config=OmegaConf.to_container(cfg, resolve=True),
+        progress=t.progress, selected_on=selection_split(cfg), config=OmegaConf.to_container(cfg, resolve=True),
     )
 
 

@@ -3,18 +3,23 @@
 
     python scripts/collect_results.py outputs/multirun/2026-11-28/12-00-00 [MORE_DIRS...] [--csv FILE] [--per-run]
         [--compare KEY=VALUE [--comparison-csv FILE] [--bootstrap-samples N] [--bootstrap-seed S]]
+        [--concatenated]
 
 Runs of experiment=paper_* are also compared with the paper's Recall@K. With --compare (e.g.
 --compare loss=cross_entropy), every other configuration is set against that baseline: the
 difference of each metric over runs matched by seed (and protocol.fold), its paired t 95% CI,
 paired t and Wilcoxon p-values with Holm's correction; a configuration with a single run is
 compared by a paired bootstrap over the test queries (per_query.npz in both run folders).
+With --concatenated, the folds of each protocol=cross_validation configuration are also
+evaluated together: each fold's best.pt embeds the test split, the embeddings are concatenated
+and evaluated once (dml_bench/concatenated.py); written to concatenated.csv beside the results CSV.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
+from dml_bench.concatenated import concatenated_table
 from dml_bench.errors import UserError
 from dml_bench.results import collect, collect_comparison, write_csv
 
@@ -31,6 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("--bootstrap-samples", type=int, default=10000,
                         help="resamples of the test queries when single runs are compared (default 10000)")
     parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of those resamples (default 0)")
+    parser.add_argument("--concatenated", action="store_true",
+                        help="also evaluate the concatenated fold models of each cross-validated configuration")
     args = parser.parse_args(argv)
     if args.bootstrap_samples < 1:
         parser.error("--bootstrap-samples must be positive")
@@ -40,6 +47,8 @@ def main(argv=None) -> int:
             comparison, comparison_headers, comparison_rows = collect_comparison(
                 args.paths, args.compare, bootstrap_samples=args.bootstrap_samples, bootstrap_seed=args.bootstrap_seed
             )
+        if args.concatenated:
+            concatenated, concatenated_headers, concatenated_rows = concatenated_table(args.paths)
     except (FileNotFoundError, UserError) as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
@@ -52,6 +61,10 @@ def main(argv=None) -> int:
         write_csv(comparison_path, comparison_headers, comparison_rows)
         print(f"\n{comparison}")
         print(f"\nCSV: {comparison_path}")
+    if args.concatenated:
+        concatenated_path = csv_path.with_name("concatenated.csv")
+        write_csv(concatenated_path, concatenated_headers, concatenated_rows)
+        print(f"\n{concatenated}\n\nCSV: {concatenated_path}")
     return 0
 
 

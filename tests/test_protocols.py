@@ -33,7 +33,7 @@ def write_split(root, images_per_class: dict[int, int]) -> RetrievalDataset:
 
 
 def test_protocol_options_compose():
-    assert {p.stem for p in (CONFIG_DIR / "protocol").glob("*.yaml")} == {"paper", "rigorous"}
+    assert {p.stem for p in (CONFIG_DIR / "protocol").glob("*.yaml")} == {"paper", "rigorous", "cross_validation"}
     assert compose_config([]).protocol.name == "paper"
     cfg = compose_config(["protocol=rigorous"])
     assert (cfg.protocol.validation_fraction, cfg.protocol.split_seed) == (0.2, 0)

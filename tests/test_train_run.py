@@ -20,6 +20,7 @@ def test_run_writes_every_file(quickstart_run):
 def test_metrics_json_holds_the_selected_epoch(quickstart_run):
     summary = json.loads((quickstart_run / "metrics.json").read_text())
     assert summary["best_epoch"] == 1 and summary["status"] == "completed"
+    assert summary["selected_on"] == "test"  # protocol=paper
     for name in METRICS:
         assert 0.0 <= summary["metrics"][name] <= 1.0
     assert summary["metrics"]["num_queries"] > 100

@@ -1,4 +1,5 @@
-"""protocol=rigorous, last step: the checkpoint selected on validation, evaluated once on test."""
+"""protocol=rigorous or cross_validation, last step: the checkpoint selected on validation,
+evaluated once on test."""
 
 import logging
 from pathlib import Path
@@ -25,8 +26,7 @@ def test_selected_checkpoint(model: nn.Module, evaluator, run_dir: Path, device:
     evaluation = evaluator(model, device, amp_dtype)
     metrics = evaluation.metrics
     recorder.selected(state["epoch"], evaluation)
-    summary = {**summary, "metrics": metrics, "validation_metrics": summary["metrics"],
-               "selected_on": "validation"}
+    summary = {**summary, "metrics": metrics, "validation_metrics": summary["metrics"]}
     recorder.summary(summary)
     names = [name for name in metrics if name != NUM_QUERIES]
     rows = [[f"{split} (epoch {state['epoch']})", *(values[name] for name in names)]

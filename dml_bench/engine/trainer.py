@@ -72,6 +72,7 @@ class TrainerSettings:
     grad_clip: float | None = None
     checkpoint_every_steps: int | None = None
     progress: bool = True
+    selected_on: str = "test"  # the split the evaluator evaluates (metrics.json records it)
     config: dict | None = None
 
 
@@ -335,6 +336,7 @@ class Trainer:
             "metrics": self.best["metrics"],
             "best_epoch": self.best["epoch"],
             "monitor": self.settings.monitor,
+            "selected_on": self.settings.selected_on,
             "epochs": self.settings.epochs,
             "last_epoch": self.epoch,
             "initial_metrics": history[0]["metrics"] if history else None,
