@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dml_bench.data.loaders import SeededSamples, make_loader
+from dml_bench.data.samplers import TooFewSamples
 from dml_bench.data.split_files import split_file
 from dml_bench.data.splits import open_split
 from dml_bench.data.validation import class_disjoint_split, fold_split
@@ -94,13 +95,27 @@ def build_train_loader(cfg: DictConfig, train_set, device: torch.device, world: 
     """Batches of ``trainer.batch_size`` (the global batch; each rank loads its slice) drawn by
     the configured sampler."""
     batch_size = cfg.trainer.batch_size
-    sampler = instantiate(cfg.sampler)(labels=train_set.targets, batch_size=batch_size, seed=cfg.seed,
-                                       num_replicas=world.size, rank=world.rank)
+    try:
+        sampler = instantiate(cfg.sampler)(labels=train_set.targets, batch_size=batch_size, seed=cfg.seed,
+                                           num_replicas=world.size, rank=world.rank)
+    except TooFewSamples as error:
+        raise small_split_error(cfg, train_set, error) from error
     loader = make_loader(SeededSamples(train_set), batch_size // world.size, sampler=sampler, drop_last=True,
                          **loader_options(cfg, device))
     log.info("epoch length: %d batches of %d = %d of the %d training images (%s)", len(loader), batch_size,
              len(loader) * batch_size, len(train_set), type(sampler).__name__)
     return loader
+
+
+def small_split_error(cfg: DictConfig, train_set, error: TooFewSamples) -> UserError:
+    held_out = (f", less the classes protocol.validation_fraction={cfg.protocol.validation_fraction} holds out"
+                if cfg.protocol.validation_fraction else "")
+    fix = (f"Lower it, e.g. trainer.batch_size={error.largest}, or train on more images"
+           if error.largest else "Train on more images")
+    return UserError(f"The training split is too small for trainer.batch_size={cfg.trainer.batch_size}: "
+                     f"dataset.train_split={cfg.dataset.train_split} ({split_file(train_set.root, train_set.split)}"
+                     f"{held_out}) has {len(train_set)} images of {train_set.num_classes} classes, and {error}. "
+                     f"{fix}.")
 
 
 def build_eval_loaders(cfg: DictConfig, datasets: dict, device: torch.device) -> dict:

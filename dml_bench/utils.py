@@ -8,10 +8,9 @@ import sys
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 
-from dml_bench.errors import UserError
+from dml_bench.errors import user_error_of
 
 log = logging.getLogger("dml_bench")
 
@@ -26,19 +25,18 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def user_error_of(error: Exception) -> UserError | None:
-    """``error`` if it is a UserError, or the UserError behind an InstantiationException (raised
-    inside a constructor that hydra.utils.instantiate called)."""
-    if isinstance(error, InstantiationException):
-        while error is not None and not isinstance(error, UserError):
-            error = error.__cause__
-    return error if isinstance(error, UserError) else None
+def log_to_files(message: str) -> None:
+    """An ERROR line in the run's log files (train.log) alone, not on the console."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+            handler.handle(record)
 
 
 def report_user_errors(function, *args):
-    """Run ``function``; a UserError ends the process with its paragraph and no traceback
-    (HYDRA_FULL_ERROR=1 re-raises it to show the traceback). Any error is logged first, so that
-    the run's log holds its ERROR line (``dml_bench.results`` reports it).
+    """Run ``function``; a UserError ends the process with its paragraph, printed once on stderr,
+    and no traceback (HYDRA_FULL_ERROR=1 re-raises it to show the traceback). Any error is logged
+    to the run's log first, so that it holds its ERROR line (``dml_bench.results`` reports it).
 
     In a multirun, a failing job is logged (with its traceback, unless it is a UserError) and
     returns None, so the launcher goes on with the other jobs: raising SystemExit would end the
@@ -53,7 +51,7 @@ def report_user_errors(function, *args):
         if in_multirun():
             log.error("%s", message, exc_info=full_error or user_error is None)
             return None
-        log.error("%s", message)
+        log_to_files(message)  # the console gets the paragraph (or Hydra's traceback) once, below
         if full_error or user_error is None:
             raise
         print(f"\nError: {user_error}", file=sys.stderr)

@@ -98,8 +98,9 @@ def test_resume_with_another_config_names_the_keys_and_the_run_command(data, ref
     lr = OmegaConf.load(reference / ".hydra" / "config.yaml").optimizer.lr
     result = tiny_train(*tiny_args(data, f"optimizer.lr={lr * 2}", f"resume={reference}"), check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert f"optimizer.lr ({lr!r} in the run, {lr * 2!r} now)" in result.stderr
-    assert "python -m dml_bench.train experiment=quickstart" in result.stderr
+    assert (f"resume={reference} continues that run with the config it was started with, but this command changes "
+            f"a setting: optimizer.lr is {lr!r} in the run and {lr * 2!r} here. Give the run's own overrides again: "
+            "python -m dml_bench.train experiment=quickstart") in result.stderr
     assert OmegaConf.load(reference / ".hydra" / "config.yaml").optimizer.lr == lr  # left as it was
 
 

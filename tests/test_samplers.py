@@ -1,10 +1,13 @@
 """Samplers: deterministic under a seed, m-per-class batches, DDP shards that add up, resumable."""
 
 import collections
+import math
 
 import pytest
 
 from dml_bench.data import MPerClassSampler, UniformSampler
+from dml_bench.data.samplers import TooFewSamples
+from dml_bench.errors import UserError
 
 LABELS = [c for c in range(20) for _ in range(3 + c % 4)]
 
@@ -64,3 +67,25 @@ def test_start_batch_skips_exactly_the_trained_batches(cls, num_replicas):
     per_rank = 16 // num_replicas
     assert list(resumed) == list(full)[2 * per_rank:]
     assert len(resumed) == len(full) - 2 * per_rank
+
+
+@pytest.mark.parametrize(("make", "step"), [
+    (lambda batch, ranks: UniformSampler(LABELS[:30], batch, num_replicas=ranks), 1),
+    (lambda batch, ranks: MPerClassSampler(LABELS[:30], batch, m=4, num_replicas=ranks), 4),
+])
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_too_few_samples_name_the_largest_batch_that_fits(make, step, ranks):
+    step = step * ranks // math.gcd(step, ranks)
+    with pytest.raises(TooFewSamples) as error:
+        make(64, ranks)
+    largest = error.value.largest
+    assert largest % step == 0 and largest > 0
+    make(largest, ranks)  # fits
+    with pytest.raises(TooFewSamples):
+        make(largest + step, ranks)  # the next size that would divide as needed does not
+
+
+def test_a_batch_that_is_no_multiple_of_m_names_both_keys():
+    with pytest.raises(UserError, match=r"^trainer\.batch_size=30 must be a multiple of sampler\.m=4 .* "
+                                        r"e\.g\. trainer\.batch_size=28\.$"):
+        MPerClassSampler(LABELS, 30, m=4)

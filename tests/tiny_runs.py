@@ -3,11 +3,14 @@
 ``tiny_glyphs(folder)`` writes split files that list a subset of the test glyphs (6 images of each
 training class, 4 of each test class; the images themselves are linked, not copied), and
 ``tiny_args`` trains a two-block CNN on 16-pixel crops of them for 3 epochs of 10 steps.
+``tiny_csv(folder, ...)`` writes a ``dataset=csv`` folder of a few tiny PNGs, and ``tiny_csv_args``
+trains on it for one epoch, for tests of what the user gets wrong.
 """
 
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from conftest import ONE_THREAD_ENV, ROOT, run_train
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dml_bench.data.glyphs import prepare_glyphs
@@ -65,8 +69,58 @@ def tiny_args(data: Path, *extra: str) -> list[str]:
     return [*TINY_OVERRIDES, f"dataset.root={data}", *extra]
 
 
+CSV_OVERRIDES = [
+    "dataset=csv",
+    "trainer.epochs=1",
+    "trainer.num_workers=0",
+    "trainer.progress=false",
+    "trainer.device=cpu",
+    "model.backbone.widths=[8,16]",
+    "model.embedding_size=8",
+    "dataset.train_transform.crop_size=16",
+    "dataset.train_transform.resize=18",
+    "dataset.test_transform.crop_size=16",
+    "dataset.test_transform.resize=18",
+]
+
+
+def tiny_csv(folder: Path, train_images: int = 16, classes: int = 4, test_images: int = 8) -> Path:
+    """A ``dataset=csv`` folder: ``train_images`` 20-pixel PNGs of ``classes`` classes in
+    splits/train.csv, ``test_images`` of as many other classes in splits/test.csv."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "splits").mkdir(exist_ok=True)
+    for split, count, first_class in (("train", train_images, 0), ("test", test_images, classes)):
+        rows = []
+        for i in range(count):
+            path = f"images/{split}_{i}.png"
+            Image.new("RGB", (20, 20), (i * 37 % 256, i * 91 % 256, 50 * (i % classes))).save(folder / path)
+            rows.append({"path": path, "label": first_class + i % classes})
+        with open(folder / "splits" / f"{split}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["path", "label"])
+            writer.writeheader()
+            writer.writerows(rows)
+    return folder
+
+
+def tiny_csv_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [*CSV_OVERRIDES, f"dataset.root={data}", f"hydra.run.dir={run_dir}", *extra]
+
+
 def tiny_train(*args: str, check=True) -> subprocess.CompletedProcess:
     return run_train(*args, env=ENV, check=check)
+
+
+def assert_reported_once(result, run_dir, pattern: str) -> str:
+    """The error paragraph (matching ``pattern``), checked to be shown as the user must see it."""
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert "Traceback" not in console, console[-3000:]
+    paragraph = result.stderr.rsplit("\nError: ", 1)[-1].rstrip("\n")
+    assert re.search(pattern, paragraph), result.stderr
+    assert "\n" not in paragraph and console.count(paragraph) == 1, console[-3000:]
+    log_errors = [line for line in (run_dir / "train.log").read_text().splitlines() if "[ERROR]" in line]
+    assert len(log_errors) == 1 and log_errors[0].endswith(f"[ERROR] - {paragraph}"), log_errors
+    return paragraph
 
 
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m")

@@ -12,6 +12,7 @@ from numpy's global RNG instead; ours replaces it.
 """
 
 import inspect
+import math
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -19,6 +20,15 @@ import torch
 from torch.utils.data import Sampler
 
 from dml_bench.errors import UserError
+
+
+class TooFewSamples(ValueError):
+    """The labels cannot fill one batch of the size asked for; ``largest`` is the largest batch
+    size (divisible as the sampler needs) that they can fill, 0 if none."""
+
+    def __init__(self, message: str, largest: int):
+        super().__init__(message)
+        self.largest = largest
 
 
 @runtime_checkable
@@ -92,7 +102,8 @@ class UniformSampler(_EpochSampler):
     def __init__(self, labels, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
         super().__init__(labels, batch_size, seed, num_replicas, rank)
         if len(self.labels) < batch_size:
-            raise ValueError(f"{len(self.labels)} training images cannot fill a batch of {batch_size}")
+            raise TooFewSamples(f"a batch of {batch_size} needs {batch_size} distinct images",
+                                len(self.labels) // num_replicas * num_replicas)
 
     @property
     def num_batches(self) -> int:
@@ -114,17 +125,21 @@ class MPerClassSampler(_EpochSampler):
     def __init__(self, labels, batch_size: int, m: int = 4, seed: int = 0, num_replicas: int = 1, rank: int = 0):
         super().__init__(labels, batch_size, seed, num_replicas, rank)
         if batch_size % m:
-            raise ValueError(f"batch_size {batch_size} must be a multiple of m={m}")
+            step = math.lcm(m, num_replicas)
+            raise UserError(f"trainer.batch_size={batch_size} must be a multiple of sampler.m={m} (sampler=m_per_class "
+                            f"fills each batch with batch_size / m classes of m images), e.g. "
+                            f"trainer.batch_size={max(step, batch_size // step * step)}.")
         self.m = m
         self.classes_per_batch = batch_size // m
         self.class_members = [
             torch.nonzero(self.labels == c).flatten() for c in torch.unique(self.labels)
         ]
         if len(self.class_members) < self.classes_per_batch:
-            raise ValueError(
-                f"m_per_class needs {self.classes_per_batch} classes per batch "
-                f"(batch_size {batch_size} / m {m}) but the data has {len(self.class_members)}"
-            )
+            step = math.lcm(m, num_replicas)
+            raise TooFewSamples(
+                f"a batch of {batch_size} needs {self.classes_per_batch} classes (batch_size / sampler.m, "
+                f"with m={m} images each)",
+                len(self.class_members) * m // step * step)
 
     @property
     def num_batches(self) -> int:

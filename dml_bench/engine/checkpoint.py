@@ -1,11 +1,18 @@
-"""Checkpoints that survive a crash: written to a temporary file, then renamed over."""
+"""Checkpoints that survive a crash or a full disk (written to a temporary file, then renamed
+over), and whose damage is an error that says what to do (resume from best.pt, or restart)."""
 
+import io
 import os
+import pickle
 import random
+import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from dml_bench.errors import UserError
 
 
 def rng_states(device: torch.device) -> dict:
@@ -26,12 +33,66 @@ def restore_rng_states(states: dict, device: torch.device) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` to ``path`` (a run's ``checkpoints/NAME.pt``) so that a crash or a failed write
+    never leaves ``path`` half written: to a temporary file, flushed to disk, then renamed over.
+    A failed write (disk full...) removes the temporary file and leaves ``path`` as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # serialising first: what fails below is the file system alone
+    try:
+        with open(tmp, "wb") as file:
+            file.write(buffer.getbuffer())
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise write_error(path, error, buffer.getbuffer().nbytes) from error
+        raise
+
+
+def write_error(path: Path, error: OSError, size: int) -> UserError:
+    previous = (f"The previous {path.name} is unchanged and can be resumed from"
+                if path.is_file() else f"No {path.name} was written before")
+    return UserError(
+        f"Could not write the checkpoint {path} ({error.strerror or error}): it needs {_size(size)} and its "
+        f"file system has {_size(shutil.disk_usage(path.parent).free)} free. {previous}. Free some space, "
+        f"then continue the run with resume={path.parent.parent}."
+    )
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+# What torch.load raises on a truncated or corrupt file (its zip reader raises RuntimeError).
+READ_ERRORS = (EOFError, OSError, RuntimeError, pickle.UnpicklingError, ValueError, zipfile.BadZipFile)
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    # Our own files: they hold RNG states and the config as plain Python objects.
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """The checkpoint at ``path``; a file that cannot be read is a UserError that says what to do."""
+    try:
+        # Our own files: they hold RNG states and the config as plain Python objects.
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except READ_ERRORS as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"Cannot read the checkpoint {path} ({reason}): the file is truncated, corrupt or "
+                        f"unreadable. {_instead(Path(path))}") from error
+
+
+def _instead(path: Path) -> str:
+    """What to do instead of reading the broken ``path``."""
+    best = path.with_name("best.pt")
+    if path.name != "last.pt":
+        return "Use another checkpoint of the run (checkpoints/last.pt), or copy the file again if it was copied."
+    restart = f"delete {path} to start the run again from scratch in its folder"
+    if not best.is_file():
+        return f"There is no {best} to continue from instead: {restart}."
+    try:
+        epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"]
+    except (*READ_ERRORS, KeyError, TypeError):
+        return f"{best} cannot be read either: {restart}."
+    return (f"To continue the run from its best epoch instead, copy {best} (epoch {epoch}) over it and resume "
+            f"again; or {restart}.")

@@ -25,6 +25,10 @@ def flatten(tree, prefix: str = "") -> dict:
     return {key.rstrip("."): value for key, value in flat.items()}
 
 
+def _shown(config: dict, key: str) -> str:
+    return repr(config[key]) if key in config else "unset"
+
+
 def resume_checkpoint(resume: str, run_dir: Path, config: dict) -> Path | None:
     """Check that Hydra put this run in the ``resume`` folder and that ``config`` (the composed
     config, unresolved) is the run's own; return its last checkpoint, or None when it never wrote
@@ -42,11 +46,13 @@ def resume_checkpoint(resume: str, run_dir: Path, config: dict) -> Path | None:
                      if stored.get(key) != current.get(key) and not key.startswith(MAY_CHANGE))
     if changed:
         overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
-        differences = ", ".join(f"{key} ({stored.get(key)!r} in the run, {current.get(key)!r} now)"
+        differences = "; ".join(f"{key} is {_shown(stored, key)} in the run and {_shown(current, key)} here"
                                 for key in changed)
+        settings = "a setting" if len(changed) == 1 else f"{len(changed)} settings"
         raise UserError(
-            f"resume={resume} continues that run with its own config, but {differences}. Give the "
-            f"run's overrides again: python -m dml_bench.train {' '.join(overrides)} resume={resume}"
+            f"resume={resume} continues that run with the config it was started with, but this command "
+            f"changes {settings}: {differences}. Give the run's own overrides again: "
+            f"python -m dml_bench.train {' '.join(overrides)} resume={resume}"
         )
     checkpoint = run_dir / "checkpoints" / "last.pt"
     return checkpoint if checkpoint.is_file() else None
