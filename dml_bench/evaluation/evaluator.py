@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dml_bench.engine.distributed import SINGLE_PROCESS, World, gather_rows
 from dml_bench.evaluation import retrieval_metrics
 from dml_bench.evaluation.embed import extract_embeddings
 from dml_bench.oom import suggest_smaller_batch
@@ -25,7 +26,11 @@ class Evaluation:
 
 class RetrievalEvaluator:
     """Leave-one-out retrieval on ``query_loader``'s split, or query vs. ``gallery_loader``
-    (In-Shop). Calling it embeds the split(s) and returns an :class:`Evaluation`."""
+    (In-Shop). Calling it embeds the split(s) and returns an :class:`Evaluation`.
+
+    Under DDP (``world`` of several ranks) every rank calls it: each loader holds its rank's
+    ``distributed.shard`` of the split, the shards are gathered in dataset order, and rank 0
+    computes the metrics (the other ranks get None)."""
 
     def __init__(
         self,
@@ -35,6 +40,7 @@ class RetrievalEvaluator:
         distance: str = "cosine",
         backend: str = "auto",
         progress: bool = True,
+        world: World = SINGLE_PROCESS,
     ):
         self.query_loader = query_loader
         self.gallery_loader = gallery_loader
@@ -42,8 +48,10 @@ class RetrievalEvaluator:
         self.distance = distance
         self.backend = backend
         self.progress = progress
+        self.world = world
 
     def embed(self, model: nn.Module, device: torch.device, amp_dtype=None) -> dict[str, torch.Tensor]:
+        """Each split's embeddings and labels, in dataset order (on every rank)."""
         out = {}
         for role, loader in (("query", self.query_loader), ("gallery", self.gallery_loader)):
             if loader is None:
@@ -51,11 +59,25 @@ class RetrievalEvaluator:
             with suggest_smaller_batch("evaluation", "evaluation.batch_size", loader.batch_size):
                 embeddings, labels = extract_embeddings(model, loader, device, amp_dtype, f"embed {role}",
                                                         self.progress)
+            if self.world.size > 1:
+                embeddings, labels = self._gathered(role, loader, embeddings)
             out.update({role: embeddings, f"{role}_labels": labels})
         return out
 
-    def __call__(self, model: nn.Module, device: torch.device, amp_dtype=None) -> Evaluation:
+    def _gathered(self, role: str, loader: DataLoader, embeddings: torch.Tensor):
+        """The ranks' shards of a split, in rank order, checked to be the whole split in dataset
+        order with each image exactly once; and the split's labels."""
+        dataset = loader.dataset
+        order = gather_rows(torch.as_tensor(list(loader.sampler), device=embeddings.device), self.world)
+        if not torch.equal(order.cpu(), torch.arange(len(dataset))):
+            raise RuntimeError(f"the {self.world.size} ranks embedded {len(order)} images of the {role} split, "
+                               f"not its {len(dataset)} images once each in dataset order")
+        return gather_rows(embeddings, self.world), torch.as_tensor(dataset.labels)
+
+    def __call__(self, model: nn.Module, device: torch.device, amp_dtype=None) -> Evaluation | None:
         e = self.embed(model, device, amp_dtype)
+        if not self.world.is_main:
+            return None
         metrics, per_query = retrieval_metrics(e["query"], e["query_labels"], e.get("gallery"),
                                                e.get("gallery_labels"), recall_ks=self.recall_ks,
                                                distance=self.distance, backend=self.backend, per_query=True)
