@@ -24,6 +24,7 @@ from dml_bench.engine.checkpoint import save_checkpoint
 from dml_bench.engine.distributed import World, broadcast_object, distribute_model, launcher_world, shard, unwrap
 from dml_bench.engine.recorders import Recorder
 from dml_bench.engine.trainer import Trainer, TrainerSettings
+from dml_bench.errors import UserError
 from dml_bench.losses import CrossEntropyLoss
 from dml_bench.models import Embedder, SmallConvNet
 
@@ -176,6 +177,13 @@ def test_shards_hold_each_item_once_in_order(num, size):
     shards = [shard(num, World(rank, size)) for rank in range(size)]
     assert [i for part in shards for i in part] == list(range(num))
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_a_split_smaller_than_the_number_of_ranks_is_a_user_error():
+    cfg = OmegaConf.create({"evaluation": {"batch_size": 2}, "trainer": {"num_workers": 0, "pin_memory": False},
+                            "seed": 0})
+    with pytest.raises(UserError, match="The validation split has 3 images, fewer than the 4 ranks"):
+        build_eval_loaders(cfg, {"query": Images(9, 0), "validation": Images(3, 1)}, torch.device("cpu"), World(3, 4))
 
 
 SLURM_TASK = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2",
