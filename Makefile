@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# FAISS=gpu installs faiss-gpu instead of faiss-cpu (never both in one environment).
+# FAISS=gpu installs faiss-cuda (the `gpu` extra) instead of faiss-cpu: never two FAISS builds in one
+# environment, so setup first removes the others (faiss-gpu-cu12: the gpu extra before faiss-cuda).
 FAISS ?= cpu
+FAISS_BUILDS := faiss-cpu faiss-cuda faiss-gpu-cu12
+FAISS_BUILD = $(if $(filter gpu,$(FAISS)),faiss-cuda,faiss-cpu)
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed-$(FAISS)
 ARGS ?=
@@ -33,7 +36,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip uninstall -q -y $(if $(filter gpu,$(FAISS)),faiss-cpu,faiss-gpu-cu12) >/dev/null 2>&1 || true
+	$(PY) -m pip uninstall -q -y $(filter-out $(FAISS_BUILD),$(FAISS_BUILDS)) >/dev/null 2>&1 || true
 	$(PY) -m pip install -q -e ".[dev,$(FAISS)]"
 	rm -f $(VENV)/.installed-*
 	touch $@

@@ -118,9 +118,21 @@ def small_split_error(cfg: DictConfig, train_set, error: TooFewSamples) -> UserE
                      f"{fix}.")
 
 
-def build_eval_loaders(cfg: DictConfig, datasets: dict, device: torch.device) -> dict:
-    return {role: make_loader(datasets[role], cfg.evaluation.batch_size, **loader_options(cfg, device))
-            for role in ("query", "gallery", "validation") if role in datasets}
+def build_eval_loaders(cfg: DictConfig, datasets: dict, device: torch.device,
+                       world: distributed.World = distributed.SINGLE_PROCESS) -> dict:
+    """A loader of each evaluation split; under DDP of this rank's shard of it."""
+    loaders = {}
+    for role in ("query", "gallery", "validation"):
+        if role not in datasets:
+            continue
+        dataset = datasets[role]
+        if len(dataset) < world.size:
+            raise UserError(f"The {role} split has {len(dataset)} images, fewer than the {world.size} ranks that "
+                            "share its evaluation; launch fewer processes (torchrun --nproc-per-node).")
+        sampler = distributed.shard(len(dataset), world) if world.size > 1 else None
+        loaders[role] = make_loader(dataset, cfg.evaluation.batch_size, sampler=sampler,
+                                    **loader_options(cfg, device))
+    return loaders
 
 
 # ---- model, loss, miner -------------------------------------------------------------------------
@@ -187,18 +199,22 @@ def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int):
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
-def build_evaluator(cfg: DictConfig, query_loader, gallery_loader=None) -> RetrievalEvaluator:
+def build_evaluator(cfg: DictConfig, query_loader, gallery_loader=None,
+                    world: distributed.World = distributed.SINGLE_PROCESS) -> RetrievalEvaluator:
+    """Under DDP the loaders hold this rank's shards (``build_eval_loaders``): every rank embeds
+    its own, rank 0 computes the metrics."""
     return RetrievalEvaluator(query_loader, gallery_loader, recall_ks=cfg.evaluation.recall_ks,
                               distance=cfg.evaluation.distance, backend=cfg.evaluation.backend,
-                              progress=cfg.trainer.progress, exclude=cfg.evaluation.exclude,
-                              euclidean_recall=cfg.evaluation.euclidean_recall)
+                              progress=cfg.trainer.progress and world.is_main, world=world,
+                              exclude=cfg.evaluation.exclude, euclidean_recall=cfg.evaluation.euclidean_recall)
 
 
-def build_evaluators(cfg: DictConfig, eval_loaders: dict) -> tuple[RetrievalEvaluator, RetrievalEvaluator]:
+def build_evaluators(cfg: DictConfig, eval_loaders: dict, world: distributed.World = distributed.SINGLE_PROCESS
+                     ) -> tuple[RetrievalEvaluator, RetrievalEvaluator]:
     """(the evaluator that selects the epoch, the test evaluator): the same one under
     protocol=paper, the validation split's under a protocol that holds one out."""
-    test = build_evaluator(cfg, eval_loaders["query"], eval_loaders.get("gallery"))
-    selecting = build_evaluator(cfg, eval_loaders["validation"]) if "validation" in eval_loaders else test
+    test = build_evaluator(cfg, eval_loaders["query"], eval_loaders.get("gallery"), world)
+    selecting = build_evaluator(cfg, eval_loaders["validation"], world=world) if "validation" in eval_loaders else test
     return selecting, test
 
 

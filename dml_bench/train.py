@@ -42,7 +42,7 @@ def train(cfg: DictConfig) -> float:
     datasets = builders.build_datasets(cfg)
     train_set = datasets["train"]
     train_loader = builders.build_train_loader(cfg, train_set, device, world)
-    eval_loaders = builders.build_eval_loaders(cfg, datasets, device)
+    eval_loaders = builders.build_eval_loaders(cfg, datasets, device, world)
 
     model = builders.build_model(cfg, device, world)
     loss, param_lr = builders.build_loss(cfg, train_set.num_classes, distributed.unwrap(model).embedding_size)
@@ -52,16 +52,16 @@ def train(cfg: DictConfig) -> float:
     optimizer = builders.build_optimizer(cfg, model, loss, param_lr)
     scheduler = builders.build_scheduler(cfg, optimizer, len(train_loader))
 
-    evaluator, test_evaluator = builders.build_evaluators(cfg, eval_loaders)
+    evaluator, test_evaluator = builders.build_evaluators(cfg, eval_loaders, world)
     recorder = builders.build_recorder(run_dir, world)
     trainer = Trainer(model, loss, optimizer, train_loader, evaluator,
                       builders.trainer_settings(cfg, run_dir, device, world, amp_dtype),
                       miner=miner, scheduler=scheduler, recorder=recorder, probes={"mi": mi_probe})
     summary = trainer.fit(resume_from=checkpoint)
     selected = summary["metrics"][cfg.trainer.monitor]
-    if evaluator is not test_evaluator and world.is_main:  # rank 0 evaluates, as during training
+    if evaluator is not test_evaluator:  # every rank embeds its shard, as during training
         test_selected_checkpoint(distributed.unwrap(model), test_evaluator, run_dir, device, amp_dtype, summary,
-                                 recorder)
+                                 recorder, world)
     distributed.shut_down(world)
     return selected
 

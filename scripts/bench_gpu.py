@@ -10,7 +10,8 @@
 2. Data pipeline with every CPU core: a DataLoader with one worker per core (pinned memory) over
    synthetic photo-like JPEGs, plain torchvision pipeline vs ours, at 500x375 and 1000x750.
 3. Evaluation at SOP's size: ``retrieval_metrics`` on 60,502 random 2048-d embeddings in 11,316
-   classes (leave-one-out, cosine), per search backend.
+   classes (leave-one-out, cosine), per search backend; then the installed FAISS build and whether
+   its GPU path ran (or failed here, the torch backend searching instead).
 Takes about 5 minutes (the torch.compile warm-up is most of it).
 """
 

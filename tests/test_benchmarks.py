@@ -8,6 +8,7 @@ from dml_bench.bench.data_pipeline import bench_size
 from dml_bench.bench.timing import interleaved_rates, ratio_columns
 from dml_bench.data import loaders
 from dml_bench.data.loaders import make_loader
+from dml_bench.evaluation import faiss_gpu
 from scripts import bench_gpu, bench_train
 
 
@@ -54,7 +55,9 @@ def test_bench_gpu_parts_run_on_tiny_settings(tmp_path):
     rows = gpu.data_rows(tmp_path, workers=1, counts=(((64, 48), 4),))
     assert [row[1] for row in rows] == ["plain", "ours"]
     rows = gpu.evaluation_rows(cpu, images=60, classes=12, dim=4)
-    assert [row[1] for row in rows] == ["backend=auto", "backend=faiss", "backend=torch"]
+    assert [row[1] for row in rows[:3]] == ["backend=auto", "backend=faiss", "backend=torch"]
+    assert rows[3] == ["evaluation, FAISS", *faiss_gpu.faiss_builds(), gpu.FAISS_GPU_PATH[faiss_gpu.gpu_state()]]
+    assert rows[3][1].startswith("faiss-") and "GPU path" in rows[3][2] and len(rows) == 4
 
 
 @pytest.mark.parametrize(("cpus", "local_ranks", "workers"), [(1, 1, 0), (2, 1, 1), (8, 1, 7), (64, 1, 16),

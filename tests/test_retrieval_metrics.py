@@ -39,9 +39,9 @@ def brute_force_per_query(query, query_labels, gallery, gallery_labels, recall_k
     if leave_one_out:
         gallery, gallery_labels = query, query_labels
     query, gallery = query.astype(np.float64), gallery.astype(np.float64)
-    if distance == "cosine":
-        query = query / np.linalg.norm(query, axis=1, keepdims=True)
-        gallery = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    if distance == "cosine":  # a zero row stays zero: it scores 0 with every item
+        query = query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), np.finfo(np.float64).tiny)
+        gallery = gallery / np.maximum(np.linalg.norm(gallery, axis=1, keepdims=True), np.finfo(np.float64).tiny)
         dist = -query @ gallery.T
     else:
         dist = ((query[:, None, :] - gallery[None, :, :]) ** 2).sum(-1)
@@ -317,6 +317,84 @@ def test_bad_arguments_are_named(kwargs, message):
     x, labels = clustered(10, 4, 2, seed=5)
     with pytest.raises(ValueError, match=message):
         retrieval_metrics(x, labels, **kwargs)
+
+
+def test_numpy_views_with_negative_strides_are_accepted(backend):
+    x, labels = clustered(120, 6, 10, seed=14)
+    views = (x[::-1], labels[::-1], x[::-2, ::-1], labels[::-2])  # the gallery reversed along both axes
+    ks = (1, 4)
+    copies = [np.ascontiguousarray(view) for view in views]
+    with_gallery = retrieval_metrics(views[0][:, ::-1], views[1], *views[2:], recall_ks=ks, backend=backend)
+    assert_metrics_equal(with_gallery, brute_force(copies[0][:, ::-1], *copies[1:], ks, "cosine"))
+    leave_one_out = retrieval_metrics(*views[:2], recall_ks=ks, backend=backend)
+    assert_metrics_equal(leave_one_out, brute_force(*copies[:2], None, None, ks, "cosine"))
+
+
+def test_labels_of_any_hashable_kind_name_classes(backend):
+    """Strings (a numpy array, a list) and an object array of ints, strings and tuples give the
+    metrics of the integer labels they stand for, in query and gallery alike."""
+    x, labels = clustered(150, 6, 12, seed=15)
+    names = np.array([f"class {label}" for label in labels])
+    mixed = np.empty(len(labels), dtype=object)
+    mixed[:] = [[label, f"c{label}", ("t", label)][label % 3] for label in labels]
+    ks = (1, 2, 8)
+    expected = brute_force(x[:50], labels[:50], x[50:], labels[50:], ks, "cosine")
+    for query_labels, gallery_labels in ((names[:50], list(names[50:])), (mixed[:50], mixed[50:])):
+        actual = retrieval_metrics(x[:50], query_labels, x[50:], gallery_labels, recall_ks=ks, backend=backend)
+        assert_metrics_equal(actual, expected)
+    actual = retrieval_metrics(x, mixed, recall_ks=ks, backend=backend)
+    assert_metrics_equal(actual, brute_force(x, labels, None, None, ks, "cosine"))
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (np.arange(6) / 2, r"query_labels must be 6 labels in a 1-D array of integers or hashable values.*float64"),
+        (np.zeros((6, 1), int), r"query_labels must be 6 labels .* got shape \(6, 1\)"),
+        (np.array([[0], [1], [0], [1], [0], [1]] + [None], dtype=object)[:6], "query_labels must be integers or hash"),
+    ],
+)
+def test_labels_that_name_no_class_are_refused(labels, message):
+    x, _ = clustered(6, 4, 2, seed=5)
+    with pytest.raises(ValueError, match=message):
+        retrieval_metrics(x, labels)
+
+
+def test_embeddings_without_dimensions_are_refused():
+    labels = np.arange(6) % 2
+    refused = r"query must be a \(num, dim\) float array with num, dim >= 1; got shape \(6, 0\)"
+    with pytest.raises(ValueError, match=refused):
+        retrieval_metrics(np.zeros((6, 0), np.float32), labels)
+    with pytest.raises(ValueError, match=r"gallery must be a \(num, dim\) .* got shape \(6, 0\)"):
+        retrieval_metrics(np.ones((6, 4), np.float32), labels, np.zeros((6, 0), np.float32), labels)
+
+
+def test_cosine_does_not_depend_on_the_scale_of_a_row(backend):
+    """Rows scaled by 1e-30 to 1e30 (their squared norms overflow or fall below F.normalize's
+    epsilon in float32) rank as the unscaled rows do; two rows of zeros score 0 with every item."""
+    x, labels = clustered(150, 8, 12, seed=16)
+    scales = 10.0 ** np.random.default_rng(16).uniform(-30, 30, size=(len(x), 1))
+    scaled = (x * scales).astype(np.float32)
+    scaled[[3, 77]] = 0
+    ks = (1, 4, 16)
+    assert (scales < 1e-14).any() and (scales > 1e20).any()
+    for args in ((scaled, labels, None, None), (scaled[:50], labels[:50], scaled[50:], labels[50:])):
+        actual = retrieval_metrics(*(a for a in args if a is not None), recall_ks=ks, backend=backend)
+        assert_metrics_equal(actual, brute_force(*args, ks, "cosine"))
+
+
+@pytest.mark.parametrize("offset", [0, 100, 1000, 10_000])
+@pytest.mark.parametrize("dim", [8, 32])
+def test_euclidean_far_from_the_origin_matches_float64(backend, dim, offset, small_blocks):
+    """Clusters offset from the origin: float32 scores 2<q, g> - |g|^2 of the raw coordinates lose
+    the distances' digits there; the metrics stay those of a float64 brute force."""
+    x, labels = clustered(200, dim, 25, seed=17, spread=0.4)
+    x = (x + np.float32(offset)).astype(np.float32)
+    ks = (1, 2, 8)
+    for args in ((x, labels, None, None), (x[:60], labels[:60], x[60:], labels[60:])):
+        actual = retrieval_metrics(*(a for a in args if a is not None), recall_ks=ks, distance="euclidean",
+                                   backend=backend)
+        assert_metrics_equal(actual, brute_force(*args, ks, "euclidean"))
 
 
 def test_no_query_with_a_positive_is_an_error():

@@ -74,8 +74,10 @@ def run_pml(x, labels, device):
 def run_faiss(x, labels, device):
     import faiss
 
+    from dml_bench.evaluation import faiss_gpu
+
     index = faiss.IndexFlatIP(x.shape[1])
-    if device != "cpu" and faiss.get_num_gpus() > 0:
+    if device != "cpu" and faiss_gpu.gpu_state() == faiss_gpu.USABLE:
         index = faiss.index_cpu_to_all_gpus(index)
     index.add(x)
     index.search(x, FAISS_K)

@@ -4,8 +4,9 @@ torchrun announces each process's rank in RANK / WORLD_SIZE / LOCAL_RANK; a subm
 submitit launcher, on SLURM or locally) is turned into the same variables by submitit, which reads
 SLURM's (SLURM_PROCID, SLURM_NTASKS, SLURM_JOB_NODELIST...). Every rank trains on its slice of
 each global batch; ``gather_batch`` then gives every rank the embeddings of the whole global batch,
-so every loss and miner computes exactly what a single process computes on that batch. Rank 0
-alone evaluates and writes files.
+so every loss and miner computes exactly what a single process computes on that batch. Every rank
+embeds its ``shard`` of each evaluation split and ``gather_rows`` puts the shards together; rank 0
+alone computes the metrics and writes files.
 """
 
 import datetime
@@ -34,6 +35,9 @@ class World:
         return self.rank == 0
 
 
+SINGLE_PROCESS = World()
+
+
 def launcher_world() -> World:
     """The ranks of this launch: torchrun's variables, or those submitit derives for a job with
     several tasks (exported under torchrun's names so that ``init_process_group`` finds them)."""
@@ -49,7 +53,7 @@ def launcher_world() -> World:
 
 def init_distributed(world: World) -> None:
     """Join the process group of ``world`` once per process: gloo carries CPU tensors, NCCL CUDA
-    ones. The other ranks wait while rank 0 evaluates, hence the long timeout."""
+    ones. The other ranks wait while rank 0 computes metrics, hence the long timeout."""
     if world.size == 1 or dist.is_initialized():
         return
     if torch.cuda.is_available():
@@ -147,6 +151,34 @@ def average_gradients(parameters) -> None:
         if parameter.grad is not None:
             dist.all_reduce(parameter.grad)
             parameter.grad /= size
+
+
+def shard(num: int, world: World) -> range:
+    """This rank's contiguous share of ``num`` items in rank order, sizes differing by at most one,
+    never padded: together the ranks' shards hold each item exactly once (torch's
+    DistributedSampler repeats items to even the shards out)."""
+    return range(world.rank * num // world.size, (world.rank + 1) * num // world.size)
+
+
+def gather_rows(local: torch.Tensor, world: World) -> torch.Tensor:
+    """Every rank's rows of ``local`` (any number of them, the other dimensions alike), concatenated
+    in rank order, on every rank: padded to the longest shard for ``all_gather``, then trimmed."""
+    if world.size == 1:
+        return local
+    sizes = [torch.zeros(1, dtype=torch.long, device=local.device) for _ in range(world.size)]
+    dist.all_gather(sizes, torch.tensor([len(local)], device=local.device))
+    sizes = [int(size) for size in sizes]
+    padded = local.new_zeros((max(sizes), *local.shape[1:]))
+    padded[: len(local)] = local
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+
+def wait_for_all(world: World) -> None:
+    """Every rank waits here until all have arrived (e.g. until rank 0 has written a checkpoint)."""
+    if world.size > 1:
+        dist.barrier()
 
 
 def broadcast_object(value, world: World):

@@ -55,8 +55,9 @@ class TrainerSettings:
     ``run_dir`` holds checkpoints/last.pt and best.pt. ``monitor`` selects the best epoch; with
     ``patience``, training stops after that many evaluations without a new best.
     ``checkpoint_every_steps`` also writes last.pt every that many optimizer steps, mid-epoch.
-    Under DDP (``world`` of several ranks) each rank trains on its slice of every global batch, and
-    rank 0 alone evaluates. ``config`` is stored in checkpoints (resume and evaluate read it).
+    Under DDP (``world`` of several ranks) each rank trains on its slice of every global batch and
+    embeds its shard of the evaluation split(s); rank 0 alone computes the metrics. ``config`` is
+    stored in checkpoints (resume and evaluate read it).
     """
 
     run_dir: Path
@@ -187,11 +188,11 @@ class Trainer:
 
     # ---- evaluation -----------------------------------------------------------------------
     def evaluate(self, train_loss: float | None, elapsed: float) -> tuple[dict, Evaluation | None]:
-        """Rank 0 evaluates on its own, exactly as a single process would; the other ranks wait
-        for its metrics (and get no Evaluation)."""
+        """Every rank embeds its share of the evaluation split(s); rank 0 computes the metrics, as
+        a single process would, and the other ranks get them (and no Evaluation)."""
+        evaluation = self.evaluator(unwrap(self.model), self.device, self.amp_dtype)
         if not self.world.is_main:
             return broadcast_object(None, self.world), None
-        evaluation = self.evaluator(unwrap(self.model), self.device, self.amp_dtype)
         metrics = evaluation.metrics
         probed = {name: probe(evaluation.embeddings) for name, probe in self.probes.items()}
         scalars = {eval_tag(name): value for name, value in metrics.items() if name != NUM_QUERIES}

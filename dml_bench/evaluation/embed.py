@@ -19,8 +19,9 @@ def extract_embeddings(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Embed every image of ``loader`` with the model in eval mode.
 
-    Returns float32 embeddings (N, D) on ``device`` and the dataset's own class labels (N,),
-    in dataset order; checks that every image was embedded exactly once.
+    Returns float32 embeddings (N, D) on ``device`` and the dataset's own class labels (N,) of
+    the images the loader's sampler names, in its order: the whole dataset in dataset order by
+    default, a rank's ``distributed.shard`` under DDP; checks that each was embedded exactly once.
     """
     was_training = model.training
     model.eval()
@@ -31,8 +32,7 @@ def extract_embeddings(
             chunks.append(model(images.to(device, non_blocking=True)).float())
         indices.append(index)
     model.train(was_training)
-    indices = torch.cat(indices)
-    if len(indices) != len(dataset) or not torch.equal(indices, torch.arange(len(dataset))):
-        raise RuntimeError(f"embedded {len(indices)} images out of order or incompletely, expected {len(dataset)}")
-    labels = torch.as_tensor(dataset.labels)
-    return torch.cat(chunks), labels
+    indices, expected = torch.cat(indices), torch.as_tensor(list(loader.sampler), dtype=torch.long)
+    if not torch.equal(indices, expected):
+        raise RuntimeError(f"embedded {len(indices)} images out of order or incompletely, expected {len(expected)}")
+    return torch.cat(chunks), torch.as_tensor(dataset.labels)[expected]

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dml_bench.engine.distributed import SINGLE_PROCESS, World, gather_rows
 from dml_bench.evaluation import retrieval_metrics
 from dml_bench.evaluation.embed import extract_embeddings
 from dml_bench.evaluation.metric_names import euclidean_key, recall_key
@@ -31,7 +32,10 @@ class RetrievalEvaluator:
     ``exclude`` is ``retrieval_metrics``'s (how leave-one-out leaves the query out);
     ``euclidean_recall`` also reports Recall@K with euclidean distance (``euclidean_recall@K``),
     as the paper's official code does; the other metrics, and so the epoch selection, stay cosine.
-    """
+
+    Under DDP (``world`` of several ranks) every rank calls it: each loader holds its rank's
+    ``distributed.shard`` of the split, the shards are gathered in dataset order, and rank 0
+    computes the metrics (the other ranks get None)."""
 
     def __init__(
         self,
@@ -43,6 +47,7 @@ class RetrievalEvaluator:
         progress: bool = True,
         exclude: str = "index",
         euclidean_recall: bool = False,
+        world: World = SINGLE_PROCESS,
     ):
         self.query_loader = query_loader
         self.gallery_loader = gallery_loader
@@ -52,8 +57,10 @@ class RetrievalEvaluator:
         self.progress = progress
         self.exclude = exclude
         self.euclidean_recall = euclidean_recall
+        self.world = world
 
     def embed(self, model: nn.Module, device: torch.device, amp_dtype=None) -> dict[str, torch.Tensor]:
+        """Each split's embeddings and labels, in dataset order (on every rank)."""
         out = {}
         for role, loader in (("query", self.query_loader), ("gallery", self.gallery_loader)):
             if loader is None:
@@ -61,11 +68,25 @@ class RetrievalEvaluator:
             with suggest_smaller_batch("evaluation", "evaluation.batch_size", loader.batch_size):
                 embeddings, labels = extract_embeddings(model, loader, device, amp_dtype, f"embed {role}",
                                                         self.progress)
+            if self.world.size > 1:
+                embeddings, labels = self._gathered(role, loader, embeddings)
             out.update({role: embeddings, f"{role}_labels": labels})
         return out
 
-    def __call__(self, model: nn.Module, device: torch.device, amp_dtype=None) -> Evaluation:
+    def _gathered(self, role: str, loader: DataLoader, embeddings: torch.Tensor):
+        """The ranks' shards of a split, in rank order, checked to be the whole split in dataset
+        order with each image exactly once; and the split's labels."""
+        dataset = loader.dataset
+        order = gather_rows(torch.as_tensor(list(loader.sampler), device=embeddings.device), self.world)
+        if not torch.equal(order.cpu(), torch.arange(len(dataset))):
+            raise RuntimeError(f"the {self.world.size} ranks embedded {len(order)} images of the {role} split, "
+                               f"not its {len(dataset)} images once each in dataset order")
+        return gather_rows(embeddings, self.world), torch.as_tensor(dataset.labels)
+
+    def __call__(self, model: nn.Module, device: torch.device, amp_dtype=None) -> Evaluation | None:
         e = self.embed(model, device, amp_dtype)
+        if not self.world.is_main:
+            return None
         sets = (e["query"], e["query_labels"], e.get("gallery"), e.get("gallery_labels"))
         options = {"recall_ks": self.recall_ks, "backend": self.backend, "exclude": self.exclude}
         metrics, per_query = retrieval_metrics(*sets, distance=self.distance, per_query=True, **options)

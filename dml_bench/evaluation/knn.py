@@ -17,6 +17,8 @@ import faiss
 import numpy as np
 import torch
 
+from dml_bench.evaluation import faiss_gpu
+
 BACKENDS = ("auto", "faiss", "torch", "symmetric")
 METRICS = ("inner_product", "l2")
 
@@ -43,10 +45,11 @@ def nearest_neighbors(
     own index), or None.
     k must not exceed the gallery items a query can return.
     The result lives on the query's device for the torch backend, on the CPU otherwise
-    ("symmetric" searches a separate gallery as "faiss" does).
+    ("symmetric" searches a separate gallery as "faiss" does). Where a GPU build of FAISS cannot
+    run on this machine (``faiss_gpu.gpu_state``), the FAISS searches use the torch backend.
     """
     _check_search(metric, k, len(gallery) - (exclude is not None))
-    if resolve_backend(backend, query.device) == "torch":
+    if resolve_backend(backend, query.device) == "torch" or faiss_gpu.gpu_state() == faiss_gpu.BROKEN:
         return _torch_knn(query, gallery, k, metric, exclude)
     return _faiss_knn(query, gallery, k, metric, exclude)
 
@@ -479,7 +482,7 @@ def _score_tolerance(x, l2):
 
 def _faiss_index(metric, dim, take):
     index = faiss.IndexFlatIP(dim) if metric == "inner_product" else faiss.IndexFlatL2(dim)
-    if faiss.get_num_gpus() > 0 and take <= FAISS_GPU_MAX_K:
+    if take <= FAISS_GPU_MAX_K and faiss_gpu.gpu_state() == faiss_gpu.USABLE:
         index = faiss.index_cpu_to_all_gpus(index)
     return index
 

@@ -43,10 +43,12 @@ def retrieval_metrics(
 ) -> dict[str, float] | tuple[dict[str, float], dict[str, np.ndarray]]:
     """Metrics of retrieving each query's class among the gallery, by exact k-NN search.
 
-    query: (num_query, dim) embeddings, query_labels: (num_query,) ints; gallery and
+    query: (num_query, dim) embeddings, query_labels: (num_query,) integers or other hashable
+    values such as strings (equal labels are one class, in both sets); gallery and
     gallery_labels likewise, or both None for leave-one-out on the query set (each query is
     excluded by its index, so an exact duplicate of it still counts as a neighbour).
-    distance: "cosine" (L2-normalised, inner product) or "euclidean" (squared L2).
+    distance: "cosine" (L2-normalised, inner product) or "euclidean" (squared L2); see
+    ``_prepared`` for how each keeps float32 accurate at any scale and offset.
     backend: "torch", "faiss" or "auto" (see ``knn.resolve_backend``).
     Returns ``recall@K`` per K, ``map@r``, ``r_precision`` (fractions) and ``num_queries`` (the
     queries with R > 0); with ``nmi=True`` also ``nmi`` of a k-means clustering of the queries.
@@ -67,15 +69,15 @@ def retrieval_metrics(
         raise ValueError(f"exclude must be one of {', '.join(EXCLUDE_MODES)}; got {exclude!r}")
     if exclude != "index" and gallery is not None:
         raise ValueError(f"exclude={exclude!r} applies to leave-one-out; with a gallery no query is excluded")
-    query, query_labels = _checked_set("query", query, query_labels)
+    query = _checked_embeddings("query", query)
     if gallery is not None:
-        gallery, gallery_labels = _checked_set("gallery", gallery, gallery_labels)
+        gallery = _checked_embeddings("gallery", gallery)
         if gallery.shape[1] != query.shape[1]:
             raise ValueError(f"gallery has dim {gallery.shape[1]}, query has {query.shape[1]}")
         gallery = gallery.to(query.device)
-    if distance == "cosine":
-        query = F.normalize(query, dim=1)
-        gallery = None if gallery is None else F.normalize(gallery, dim=1)
+    query_labels, gallery_labels = _label_ids(query_labels, len(query), gallery_labels,
+                                              None if gallery is None else len(gallery))
+    query, gallery = _prepared(query, gallery, distance)
 
     search = _LabelSearch(query, query_labels, gallery, gallery_labels, metric=DISTANCES[distance], backend=backend,
                           drop_first=exclude == "first_neighbor")
@@ -199,18 +201,89 @@ def _checked_ks(recall_ks):
     return [int(k) for k in recall_ks]
 
 
-def _checked_set(name, embeddings, labels):
-    """(num, dim) float32 embeddings, on their device, and (num,) int64 labels on the CPU."""
+def _checked_embeddings(name, embeddings):
+    """(num, dim) float32 embeddings on their device, num and dim >= 1, all finite."""
+    if isinstance(embeddings, np.ndarray):
+        embeddings = np.ascontiguousarray(embeddings)  # torch refuses negative strides (x[::-1])
     embeddings = torch.as_tensor(embeddings).detach()
-    if embeddings.ndim != 2 or len(embeddings) == 0 or not embeddings.is_floating_point():
-        raise ValueError(f"{name} must be a non-empty (num, dim) float array; got {_describe(embeddings)}")
+    if embeddings.ndim != 2 or 0 in embeddings.shape or not embeddings.is_floating_point():
+        raise ValueError(f"{name} must be a (num, dim) float array with num, dim >= 1; got {_describe(embeddings)}")
     embeddings = embeddings.float()
     if not torch.isfinite(embeddings).all():
         raise ValueError(f"{name} holds NaN or infinite values")
-    labels = torch.as_tensor(labels).detach().cpu()
-    if labels.shape != (len(embeddings),) or labels.is_floating_point() or labels.is_complex():
-        raise ValueError(f"{name}_labels must be {len(embeddings)} integers in a 1-D array; got {_describe(labels)}")
-    return embeddings, labels.long()
+    return embeddings
+
+
+def _label_ids(query_labels, num_query, gallery_labels, num_gallery):
+    """(num_query,) and (num_gallery,) int64 class ids on the CPU (gallery None: None).
+
+    Integer labels are kept; labels of any other hashable kind (strings, tuples in an object
+    array) get ids in order of first appearance, query then gallery, equal labels the same id.
+    """
+    sets = [("query", query_labels, num_query)]
+    if gallery_labels is not None:
+        sets.append(("gallery", gallery_labels, num_gallery))
+    arrays = [_label_array(f"{name}_labels", labels, num) for name, labels, num in sets]
+    if all(array.dtype.kind in "iub" for array in arrays):
+        ids = [torch.from_numpy(array.astype(np.int64)) for array in arrays]
+    else:
+        codes = {}
+        ids = []
+        for (name, _, _), array in zip(sets, arrays):
+            try:
+                ids.append(torch.tensor([codes.setdefault(value, len(codes)) for value in array.tolist()]))
+            except TypeError as error:  # an unhashable label, such as a list
+                raise ValueError(f"{name}_labels must be integers or hashable values; {error}") from None
+    return ids[0], ids[1] if len(ids) > 1 else None
+
+
+def _label_array(name, labels, num):
+    """The labels as a 1-D numpy array of ``num`` integers, strings or other objects."""
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    labels = np.asarray(labels)
+    if labels.shape != (num,) or labels.dtype.kind not in "iubUSO":
+        raise ValueError(f"{name} must be {num} labels in a 1-D array of integers or hashable values such as "
+                         f"strings; got shape {labels.shape} of {labels.dtype}")
+    return labels
+
+
+def _prepared(query, gallery, distance):
+    """The embeddings as the search takes them (gallery None stays None).
+
+    Cosine: rows at unit length, each divided by its largest magnitude first, so that the norm
+    neither overflows (rows of 1e20) nor falls below ``F.normalize``'s epsilon (rows of 1e-14);
+    a zero row stays zero and scores 0 with every item.
+    Euclidean: shifted by one common vector near the mean, which leaves every distance as it is
+    but keeps the float32 score 2<q, g> - |g|^2 as accurate far from the origin as near it. Each
+    coordinate's shift is rounded to a multiple of the largest power of two within the
+    coordinate's range, so data on a binary grid (integers) stays on it and its exact ties stay
+    exact.
+    """
+    sets = [query] if gallery is None else [query, gallery]
+    if distance == "cosine":
+        sets = [_unit_rows(x) for x in sets]
+    else:
+        shift = _grid_mean(sets)
+        sets = [x - shift for x in sets]
+    return sets[0], sets[1] if gallery is not None else None
+
+
+def _unit_rows(x):
+    scale = x.abs().amax(1, keepdim=True)
+    x = x / torch.where(scale > 0, scale, 1)
+    return F.normalize(x, dim=1, out=x)
+
+
+def _grid_mean(sets):
+    """(dim,) float32: the mean of all rows of ``sets``, each coordinate rounded to a multiple of the
+    largest power of two not above that coordinate's range (a constant coordinate: its value)."""
+    low = torch.stack([x.amin(0) for x in sets]).amin(0).double()
+    high = torch.stack([x.amax(0) for x in sets]).amax(0).double()
+    mean = sum(x.sum(0, dtype=torch.float64) for x in sets) / sum(len(x) for x in sets)
+    spread = high - low
+    step = torch.exp2(torch.floor(torch.log2(torch.where(spread > 0, spread, 1))))
+    return torch.where(spread > 0, torch.round(mean / step) * step, low).float()
 
 
 def _describe(x):
