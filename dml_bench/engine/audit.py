@@ -58,8 +58,8 @@ def batchnorm_state(model: nn.Module) -> str:
 
 
 def pooling(backbone: nn.Module) -> str:
-    """The backbone's last global pooling layer (timm's name theirs ``pool_type``; its vision
-    transformers a ``global_pool`` string)."""
+    """The backbone's last global pooling layer; timm's pooling layers carry a ``pool_type``, its
+    vision transformers a ``global_pool`` string instead of a layer."""
     found = getattr(getattr(backbone, "net", None), "global_pool", None)
     for module in backbone.modules():
         if isinstance(module, nn.AdaptiveAvgPool2d):
