@@ -15,11 +15,12 @@ from dml_bench.data.splits import open_split
 from dml_bench.data.validation import class_disjoint_split, fold_split
 from dml_bench.engine import distributed
 from dml_bench.engine.optim import param_groups
-from dml_bench.engine.recorders import Recorder, Recorders, RunFiles, TensorBoard
+from dml_bench.engine.recorders import Recorder, Recorders, RunContext, RunFiles
 from dml_bench.engine.trainer import TrainerSettings
 from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.losses.compat import check_miner
+from dml_bench.run_folder import multirun_job_name
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +231,11 @@ def trainer_settings(cfg: DictConfig, run_dir: Path, device: torch.device, world
     )
 
 
-def build_recorder(run_dir: Path, world: distributed.World) -> Recorder:
-    """Rank 0 writes history.jsonl, metrics.json and TensorBoard events in tb/; other ranks nothing."""
+def build_recorder(cfg: DictConfig, run_dir: Path, world: distributed.World) -> Recorder:
+    """Rank 0 writes history.jsonl, metrics.json (the run's record, whatever the loggers) and
+    feeds the loggers of ``logger`` (configs/logger/); other ranks record nothing."""
     if not world.is_main:
         return Recorder()
-    return Recorders([RunFiles(run_dir), TensorBoard(run_dir / "tb")])
+    run = RunContext(run_dir, multirun_job_name(run_dir), OmegaConf.to_container(cfg, resolve=True))
+    loggers = [instantiate(options)(run) for options in (cfg.get("logger") or {}).values()]
+    return Recorders([RunFiles(run_dir), *loggers])

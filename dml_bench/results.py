@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from dml_bench.data.benchmarks import SPECS
+from dml_bench.engine.audit import compared_fields
 from dml_bench.errors import UserError
 from dml_bench.evaluation.metric_names import MAP_AT_R, NUM_QUERIES, R_PRECISION, recall_key
 from dml_bench.evaluation.per_query import PER_QUERY_FILE, check_against_metrics, load_per_query
@@ -51,15 +52,21 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
 
 
 def read_run(run_dir: Path) -> dict:
+    """A run's overrides, status, metrics, audit card (run_info.json, see ``engine.audit``) and
+    the split that selected its epoch (metrics.json's ``selected_on``, else the card's, else
+    test: runs under protocol=paper select on test)."""
     overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
     record = {"run": str(run_dir), "overrides": dict(o.split("=", 1) for o in overrides if "=" in o)}
+    info_file = run_dir / "run_info.json"
+    record["audit"] = json.loads(info_file.read_text()).get("audit") if info_file.exists() else None
     metrics_file = run_dir / "metrics.json"
-    if metrics_file.exists():
-        summary = json.loads(metrics_file.read_text())
+    summary = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    if summary:
         record.update(status=summary.get("status", "completed"), best_epoch=summary.get("best_epoch"),
                       metrics=summary.get("metrics") or {})
     else:
         record.update(status="failed", best_epoch=None, metrics={}, error=last_error_line(run_dir))
+    record["selected_on"] = summary.get("selected_on") or (record["audit"] or {}).get("selected_on") or "test"
     return record
 
 
@@ -90,12 +97,12 @@ def varying_overrides(records: list[dict]) -> list[str]:
 def results_table(records: list[dict]) -> tuple[list[str], list[list]]:
     override_keys = varying_overrides(records)
     metric_names = metric_columns(records)
-    headers = ["run", *override_keys, *metric_names, "best_epoch", "status"]
+    headers = ["run", *override_keys, *metric_names, "selected_on", "best_epoch", "status"]
     rows = []
     for r in records:
         status = r["status"] if r["status"] != "failed" else f"failed: {r['error']}"
         rows.append([Path(r["run"]).name, *(r["overrides"].get(k, "") for k in override_keys),
-                     *(r["metrics"].get(m) for m in metric_names), r["best_epoch"], status])
+                     *(r["metrics"].get(m) for m in metric_names), r["selected_on"], r["best_epoch"], status])
     return headers, rows
 
 
@@ -136,6 +143,7 @@ def aggregate(records: list[dict]) -> tuple[list[str], list[str], list[dict]]:
             "config": dict(zip(keys, values)),
             "experiment": runs[0]["overrides"].get("experiment"),
             "runs": len(done),
+            "selected_on": ", ".join(sorted({r["selected_on"] for r in runs})),
             "errors": [r["error"] for r in runs if r["status"] == "failed"],
             "stats": {m: mean_std(v) for m, v in per_metric.items()},
             "ci": {m: t_half_width(v) for m, v in per_metric.items()},
@@ -163,10 +171,11 @@ def aggregate_table(records: list[dict]) -> tuple[str, list[str], list[list]]:
     for g in groups:
         config = [g["config"][k] for k in keys]
         cells = (_mean_pm_std(g["stats"][m][0], g["ci"][m]) for m in names)
-        text_rows.append([*config, g["runs"], *cells, _status(g)])
-        csv_rows.append([*config, g["runs"], *(v for m in names for v in (*g["stats"][m], g["ci"][m])), _status(g)])
-    text = markdown_table([*keys, "runs", *names, "status"], text_rows)
-    csv_headers = [*keys, "runs", *(h for m in names for h in (m, f"{m}_std", f"{m}_ci95")), "status"]
+        text_rows.append([*config, g["runs"], g["selected_on"], *cells, _status(g)])
+        values = (v for m in names for v in (*g["stats"][m], g["ci"][m]))
+        csv_rows.append([*config, g["runs"], g["selected_on"], *values, _status(g)])
+    text = markdown_table([*keys, "runs", "selected_on", *names, "status"], text_rows)
+    csv_headers = [*keys, "runs", "selected_on", *(h for m in names for h in (m, f"{m}_std", f"{m}_ci95")), "status"]
     return text, csv_headers, csv_rows
 
 
@@ -184,6 +193,22 @@ def paper_comparison(records: list[dict]) -> str | None:
     if not rows:
         return None
     return markdown_table([*shown, "experiment", "K", "runs", "Recall@K (%)", "paper (%)", "difference (points)"], rows)
+
+
+def comparability_warnings(records: list[dict]) -> list[str]:
+    """One line per field of the audit card (``engine.audit.compared_fields``) in which the runs
+    differ, with each value and the runs that have it; runs without a card are left out."""
+    carded = [(Path(r["run"]).name, compared_fields(r["audit"])) for r in records if r.get("audit")]
+    warnings = []
+    for field in (carded[0][1] if carded else {}):
+        runs_by_value: dict[str, list[str]] = {}
+        for run, fields in carded:
+            runs_by_value.setdefault(fields[field], []).append(run)
+        if len(runs_by_value) > 1:
+            values = "; ".join(f"{value} ({len(runs)} run{'s' * (len(runs) > 1)}: {', '.join(runs[:3])}"
+                               f"{', ...' if len(runs) > 3 else ''})" for value, runs in runs_by_value.items())
+            warnings.append(f"warning: these runs differ in {field}: {values}")
+    return warnings
 
 
 def read_runs(paths: list[str | Path]) -> list[dict]:
@@ -208,6 +233,9 @@ def collect(paths: list[str | Path], *, per_run: bool = False) -> tuple[str, lis
     if comparison:
         text += ("\n\nAgainst the paper (cross-entropy, ResNet-50, 2048-d; Boudiaf et al., ECCV 2020; "
                  "ours: mean ± sample standard deviation over seeds):\n" + comparison)
+    warnings = comparability_warnings(records)
+    if warnings:
+        text += "\n\n" + "\n".join(warnings)
     return text, headers, rows
 
 

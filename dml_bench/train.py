@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from dml_bench import builders, run_folder
 from dml_bench.device import resolve_amp, resolve_device, set_deterministic
 from dml_bench.engine import distributed
+from dml_bench.engine.audit import audit_card, log_card
 from dml_bench.engine.final_test import test_selected_checkpoint
 from dml_bench.engine.resume import resume_checkpoint
 from dml_bench.engine.run_info import run_info
@@ -37,7 +38,8 @@ def train(cfg: DictConfig) -> float:
     deterministic = set_deterministic(cfg.trainer.deterministic, device)
     amp_dtype = resolve_amp(cfg.trainer.amp, device)
     if world.is_main:
-        write_json(run_dir / "run_info.json", run_info(device, cfg.seed, world.size, deterministic))
+        info = run_info(device, cfg.seed, world.size, deterministic)
+        write_json(run_dir / "run_info.json", info)
 
     datasets = builders.build_datasets(cfg)
     train_set = datasets["train"]
@@ -53,7 +55,12 @@ def train(cfg: DictConfig) -> float:
     scheduler = builders.build_scheduler(cfg, optimizer, len(train_loader))
 
     evaluator, test_evaluator = builders.build_evaluators(cfg, eval_loaders, world)
-    recorder = builders.build_recorder(run_dir, world)
+    if world.is_main:
+        card = audit_card(distributed.unwrap(model), datasets, train_loader, world_size=world.size,
+                          amp_dtype=amp_dtype, protocol=cfg.protocol.name, monitor=cfg.trainer.monitor)
+        log_card(card)
+        write_json(run_dir / "run_info.json", {**info, "audit": card})
+    recorder = builders.build_recorder(cfg, run_dir, world)
     trainer = Trainer(model, loss, optimizer, train_loader, evaluator,
                       builders.trainer_settings(cfg, run_dir, device, world, amp_dtype),
                       miner=miner, scheduler=scheduler, recorder=recorder, probes={"mi": mi_probe})

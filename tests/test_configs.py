@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 GROUPS = ["dataset", "model", "loss", "miner", "sampler", "optimizer", "scheduler", "trainer", "protocol",
-          "experiment"]
+          "logger", "experiment"]
 CHOICES = [(group, path.stem) for group in GROUPS for path in sorted((CONFIG_DIR / group).glob("*.yaml"))]
 
 

@@ -104,7 +104,7 @@ def test_a_single_run_has_no_ci(tmp_path, capsys):
     write_run(tmp_path / "1", ["loss=b"], {"recall@1": 0.25})
     text, _, rows = collect([tmp_path])
     assert "| 0.5000   |" in text and "±" not in text.split(":\n", 1)[1]
-    assert rows == [["a", 1, 0.5, None, None, "completed"], ["b", 1, 0.25, None, None, "completed"]]
+    assert rows == [["a", 1, "test", 0.5, None, None, "completed"], ["b", 1, "test", 0.25, None, None, "completed"]]
 
 
 def test_a_failed_run_reports_its_error_line(tmp_path):
@@ -126,7 +126,57 @@ def test_per_run_table_lists_jobs_in_numeric_order(tmp_path):
         write_run(tmp_path / str(job), [f"seed={job}"], {"recall@1": job / 100, "num_queries": 5})
     write_run(tmp_path / "1", ["seed=1"], None, error="ValueError: bad m")
     _, headers, rows = collect([tmp_path], per_run=True)
-    assert headers == ["run", "seed", "recall@1", "best_epoch", "status"]
-    assert rows == [["1", "1", None, None, "failed: ValueError: bad m"],
-                    ["2", "2", 0.02, 3, "completed"],
-                    ["10", "10", 0.1, 3, "completed"]]
+    assert headers == ["run", "seed", "recall@1", "selected_on", "best_epoch", "status"]
+    assert rows == [["1", "1", None, "test", None, "failed: ValueError: bad m"],
+                    ["2", "2", 0.02, "test", 3, "completed"],
+                    ["10", "10", 0.1, "test", 3, "completed"]]
+
+
+def write_card(folder, **fields):
+    """run_info.json with an audit card: a ResNet-50 of the paper's recipe, changed by ``fields``."""
+    card = {"backbone": "TorchvisionBackbone(resnet50)", "weights": "/hub/resnet50-0676ba61.pth",
+            "weights_sha256": "0676ba61" + "0" * 56, "embedding_size": 2048, "selected_on": "test",
+            "train_images": {"crop": 224, "resize": 256}, "test_images": {"crop": 224, "resize": 256}, **fields}
+    (folder / "run_info.json").write_text(json.dumps({"seed": 0, "audit": card}))
+
+
+def test_selected_on_is_a_column_test_unless_the_run_says_validation(tmp_path):
+    write_run(tmp_path / "0", ["protocol=paper"], {"recall@1": 0.5})
+    write_run(tmp_path / "1", ["protocol=rigorous"], {"recall@1": 0.4})
+    summary = json.loads((tmp_path / "1" / "metrics.json").read_text())
+    (tmp_path / "1" / "metrics.json").write_text(json.dumps({**summary, "selected_on": "validation"}))
+    write_run(tmp_path / "2", ["protocol=rigorous"], None, error="killed in the final test")
+    write_card(tmp_path / "2", selected_on="validation")  # a failed run: its card says what would have selected
+    headers, rows = collect([tmp_path], per_run=True)[1:]
+    column = headers.index("selected_on")
+    assert [row[column] for row in rows] == ["test", "validation", "validation"]
+    text, headers, rows = collect([tmp_path])
+    assert "| selected_on |" in text.splitlines()[1]
+    assert [row[headers.index("selected_on")] for row in rows] == ["test", "validation"]
+
+
+def test_runs_that_differ_in_what_makes_numbers_comparable_are_named_in_a_warning(tmp_path, capsys):
+    small_cnn = {"backbone": "SmallConvNet", "weights": "random init", "weights_sha256": None}
+    for job, fields in enumerate([{}, {}, small_cnn, {"embedding_size": 512, "weights": "/elsewhere/copy.pth"}]):
+        write_run(tmp_path / str(job), [f"seed={job}"], {"recall@1": 0.5})
+        write_card(tmp_path / str(job), **fields)
+    write_run(tmp_path / "4", ["seed=4"], {"recall@1": 0.5})  # an older run without a card: left out
+    assert collect_main([str(tmp_path)]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: these runs differ in backbone: TorchvisionBackbone(resnet50) (3 runs: 0, 1, 3); "
+        "SmallConvNet (1 run: 2)",
+        "warning: these runs differ in weights: sha256 0676ba6100000000 (3 runs: 0, 1, 3); random init (1 run: 2)",
+        "warning: these runs differ in embedding_size: 2048 (3 runs: 0, 1, 2); 512 (1 run: 3)",
+    ]  # the same weights file elsewhere (run 3) is the same weights
+
+
+def test_comparable_runs_get_no_warning(tmp_path):
+    for job in range(2):
+        write_run(tmp_path / str(job), [f"seed={job}"], {"recall@1": 0.5})
+        write_card(tmp_path / str(job))
+    assert "warning" not in collect([tmp_path])[0]
+    write_card(tmp_path / "1", test_images={"crop": 224, "resize": [256, 256]})
+    assert collect([tmp_path])[0].splitlines()[-1] == (
+        "warning: these runs differ in test_images: 224 px crops of images resized to 256 (1 run: 0); "
+        "224 px crops of images resized to [256, 256] (1 run: 1)")

@@ -1,29 +1,48 @@
-"""A two-job multirun and the results table built from it."""
+"""A two-job multirun, the results table built from it, and its jobs' names in TensorBoard."""
 
 import csv
 
 from conftest import FAST_OVERRIDES, run_train
+from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 from scripts.collect_results import main as collect_main
+
+SWEEP = ("experiment=quickstart", "loss=cross_entropy,contrastive", "logger=[tensorboard,csv]", *FAST_OVERRIDES,
+         "trainer.device=cpu")
+
+
+def tensorboard_runs(folder) -> list[str]:
+    """The runs TensorBoard lists for ``tensorboard --logdir folder``."""
+    return sorted(EventMultiplexer().AddRunsFromDirectory(str(folder)).Runs())
 
 
 def test_multirun_over_two_losses_and_results_table(tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
-    run_train("-m", "experiment=quickstart", "loss=cross_entropy,contrastive", *FAST_OVERRIDES,
-              "trainer.device=cpu", f"hydra.sweep.dir={sweep_dir}")
+    run_train("-m", *SWEEP, f"hydra.sweep.dir={sweep_dir}")
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert jobs == ["0", "1"]
     assert all((sweep_dir / job / "metrics.json").is_file() for job in jobs)
+    assert all((sweep_dir / job / "scalars.csv").is_file() for job in jobs)
+    # Named by what the sweep varies, not by the job number alone.
+    assert tensorboard_runs(sweep_dir) == ["0/tb/loss=cross_entropy", "1/tb/loss=contrastive"]
 
     assert collect_main([str(sweep_dir)]) == 0
     table = capsys.readouterr().out
     caption, header = table.splitlines()[:2]
     assert "95% CI" in caption
-    for column in ("loss", "recall@1", "map@r", "r_precision"):
+    for column in ("loss", "recall@1", "map@r", "r_precision", "selected_on"):
         assert f" {column} " in header
     assert "| cross_entropy " in table and "| contrastive " in table
+    assert "warning" not in table  # the same backbone, weights, embedding and images
 
     with open(sweep_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["loss"] for r in rows) == ["contrastive", "cross_entropy"]
     assert all(0 <= float(r["recall@1"]) <= 1 for r in rows)
+
+    # A job resumed later writes its events under the same name.
+    job = sweep_dir / "0"
+    overrides = [o for o in SWEEP if not o.startswith("loss=")]
+    run_train(*overrides, "loss=cross_entropy", f"resume={job}")
+    assert tensorboard_runs(sweep_dir) == ["0/tb/loss=cross_entropy", "1/tb/loss=contrastive"]
+    assert len(list((job / "tb" / "loss=cross_entropy").glob("events.out.tfevents.*"))) == 2

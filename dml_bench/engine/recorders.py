@@ -5,9 +5,12 @@ an evaluation becomes the one the run reports, ``summary`` once at the end and `
 ``RunFiles`` writes history.jsonl, per_query.npz and metrics.json; ``TensorBoard`` the event
 files; ``Recorders`` passes every call on to several. Another logger is one more subclass in the
 list the training script builds: the loop does not change. Only rank 0 records: the other ranks
-get a plain ``Recorder``, which records nothing.
+get a plain ``Recorder``, which records nothing. The loggers of the ``logger`` config group
+(TensorBoard here, the others in ``engine.loggers``) are built from a ``RunContext``.
 """
 
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -15,6 +18,16 @@ from torch.utils.tensorboard import SummaryWriter
 from dml_bench.evaluation.evaluator import Evaluation
 from dml_bench.evaluation.per_query import PER_QUERY_FILE, save_per_query
 from dml_bench.files import append_jsonl, write_json, write_jsonl
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a logger is told of the run it records: its folder, its name in a multirun (the job's
+    overrides, ``loss=contrastive,seed=1``; None for a single run) and its resolved config."""
+
+    run_dir: Path
+    name: str | None = None
+    config: dict = field(default_factory=dict)
 
 
 class Recorder:
@@ -106,6 +119,12 @@ class TensorBoard(Recorder):
         self.log_dir = Path(log_dir)
         self.writer = None
 
+    @classmethod
+    def for_run(cls, run: RunContext) -> "TensorBoard":
+        """Events in RUN_DIR/tb, or in RUN_DIR/tb/NAME for a multirun job: TensorBoard names a run
+        by its folder, so ``tensorboard --logdir SWEEP_DIR`` shows ``0/tb/loss=contrastive,seed=1``."""
+        return cls(Path(run.run_dir) / "tb" / folder_name(run.name) if run.name else Path(run.run_dir) / "tb")
+
     def open(self, resumed_at_step, history):
         purge_step = 0 if resumed_at_step is None else resumed_at_step + 1
         self.writer = SummaryWriter(self.log_dir, purge_step=purge_step)
@@ -120,3 +139,12 @@ class TensorBoard(Recorder):
     def close(self):
         if self.writer is not None:
             self.writer.close()
+
+
+def folder_name(name: str) -> str:
+    """``name`` as one folder: slashes (of path values) become underscores, and a name longer
+    than file systems allow is cut, with a hash of the whole to keep it unique."""
+    safe = name.replace("/", "_")
+    if len(safe.encode()) <= 200:
+        return safe
+    return safe.encode()[:180].decode(errors="ignore") + "-" + hashlib.sha256(name.encode()).hexdigest()[:12]

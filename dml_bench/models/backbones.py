@@ -67,13 +67,14 @@ def load_without_head(net: nn.Module, state: dict, head: str | tuple[str, ...], 
                         "model.backbone and model.weights.") from error
 
 
-def load_backbone_weights(backbone: nn.Module, weights: str | None) -> None:
-    """Initialise ``backbone`` from the file ``weights``, or from its published weights when None."""
+def load_backbone_weights(backbone: nn.Module, weights: str | None) -> Path | str:
+    """Initialise ``backbone`` from the file ``weights``, or from its published weights when None;
+    returns what was read: the file, or a description where the backbone's library does not say."""
     if not hasattr(backbone, "load_weights"):
         raise UserError(f"model.pretrained/model.weights: {type(backbone).__name__} loads no weights "
                         "(backbones with a load_weights method do, such as model=resnet50); set "
                         "model.pretrained=false and model.weights=null.")
-    backbone.load_weights(weights)
+    return backbone.load_weights(weights)
 
 
 class TorchvisionBackbone(nn.Module):
@@ -100,14 +101,16 @@ class TorchvisionBackbone(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def load_weights(self, path: str | Path | None = None) -> None:
-        """Load ImageNet weights from ``path``, or from the torch hub cache when ``path`` is None."""
+    def load_weights(self, path: str | Path | None = None) -> Path:
+        """Load ImageNet weights from ``path``, or from the torch hub cache when ``path`` is None;
+        returns the file read."""
         file = Path(path) if path else cached_weights_file(self.url)
         if not file.is_file():
             if path:
                 raise UserError(f"model.weights={path}: no such file.")
             raise missing_weights_error(self.arch, self.weights_name, self.url, file)
         load_without_head(self.net, read_state_dict(file), "fc.", file)
+        return file
 
 
 class TimmBackbone(nn.Module):
@@ -122,18 +125,23 @@ class TimmBackbone(nn.Module):
         except ImportError:
             raise UserError("model=timm needs the timm package: `pip install timm`, or use a torchvision "
                             "backbone (model=resnet50).") from None
+        self.arch = name
         self.net = timm.create_model(name, pretrained=False, num_classes=0)
         self.out_features = self.net.num_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def load_weights(self, path: str | Path | None = None) -> None:
+    def load_weights(self, path: str | Path | None = None) -> Path | str:
+        """Load ``path``, or timm's published weights when None; returns the file, or for timm's
+        own the name it gives them (timm does not say which cached file it read)."""
         from timm.models import load_pretrained
 
         if path is None:
             load_pretrained(self.net, num_classes=0)
-            return
+            cfg = self.net.pretrained_cfg
+            return f"timm published weights {cfg.get('hf_hub_id') or cfg.get('url') or self.arch}"
         head = self.net.pretrained_cfg.get("classifier", "fc")
         heads = tuple(f"{name}." for name in ([head] if isinstance(head, str) else head))
         load_without_head(self.net, read_state_dict(Path(path)), heads, Path(path))
+        return Path(path)

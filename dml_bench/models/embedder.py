@@ -19,6 +19,7 @@ class Embedder(nn.Module):
     in eval mode during training (running statistics frozen, affine parameters still trained).
     ``weights`` (a file) or ``pretrained`` (the backbone's published weights) initialise the
     backbone through its ``load_weights``; otherwise it keeps its random initialisation.
+    ``initial_weights`` keeps what was read (the file, see ``load_backbone_weights``; None: random).
     uint8 images (what the data pipeline yields) are first normalised with ``mean``/``std``.
     """
 
@@ -37,8 +38,7 @@ class Embedder(nn.Module):
         super().__init__()
         self.input_norm = PixelNormalize(mean, std)
         self.backbone = backbone
-        if pretrained or weights:
-            load_backbone_weights(backbone, weights)
+        self.initial_weights = load_backbone_weights(backbone, weights) if pretrained or weights else None
         features = backbone.out_features
         self.linear = nn.Linear(features, embedding_size) if embedding_size else nn.Identity()
         self.embedding_size = embedding_size or features
