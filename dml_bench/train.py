@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dml_bench import builders, run_folder
-from dml_bench.device import resolve_amp, resolve_device, set_deterministic
+from dml_bench.device import resolve_amp, resolve_device, set_deterministic, set_tf32
 from dml_bench.engine import distributed
 from dml_bench.engine.final_test import test_selected_checkpoint
 from dml_bench.engine.resume import resume_checkpoint
@@ -35,9 +35,10 @@ def train(cfg: DictConfig) -> float:
     seed_everything(cfg.seed)
     device = distributed.rank_device(resolve_device(cfg.trainer.device), world)
     deterministic = set_deterministic(cfg.trainer.deterministic, device)
+    set_tf32(cfg.trainer.tf32)
     amp_dtype = resolve_amp(cfg.trainer.amp, device)
     if world.is_main:
-        write_json(run_dir / "run_info.json", run_info(device, cfg.seed, world.size, deterministic))
+        write_json(run_dir / "run_info.json", run_info(device, cfg.seed, world.size, deterministic, cfg.trainer.tf32))
 
     datasets = builders.build_datasets(cfg)
     train_set = datasets["train"]
