@@ -130,3 +130,16 @@ def test_per_run_table_lists_jobs_in_numeric_order(tmp_path):
     assert rows == [["1", "1", None, None, "failed: ValueError: bad m"],
                     ["2", "2", 0.02, 3, "completed"],
                     ["10", "10", 0.1, 3, "completed"]]
+
+
+def test_a_status_cell_shows_the_first_line_of_the_error_cut_to_a_readable_width(tmp_path):
+    error = ("The loss became nan at epoch 3, step 1234. The last good checkpoint is "
+             "/scratch/me/outputs/multirun/2026-01-31/12-00-00/1/checkpoints/last.pt. Lower the learning rate.")
+    write_run(tmp_path / "1", ["seed=1"], None, error=error)
+    with open(tmp_path / "1" / "train.log", "a") as log:  # a traceback, then submitit's own ERROR line
+        log.write("Traceback (most recent call last):\n  File \"train.py\", line 1\nValueError: nan\n"
+                  "[2026-11-28 12:00:01,000][submitit][ERROR] - Submitted job triggered an exception\n")
+    _, headers, rows = collect([tmp_path], per_run=True)
+    assert rows[0][headers.index("status")] == "failed: " + error[:79] + "…"
+    _, _, rows = collect([tmp_path])
+    assert rows[0][-1] == "1 failed: " + error[:79] + "…"
