@@ -12,6 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 
 from dml_bench.errors import UserError
+from dml_bench.submitit_jobs import under_these_launchers
 
 log = logging.getLogger("dml_bench")
 
@@ -42,7 +43,9 @@ def report_user_errors(function, *args):
 
     In a multirun, a failing job is logged (with its traceback, unless it is a UserError) and
     returns None, so the launcher goes on with the other jobs: raising SystemExit would end the
-    whole sweep, and an exception would stop the submitit launcher from collecting the others.
+    whole sweep, and an exception would stop hydra-submitit-launcher from collecting the others.
+    Under dml_bench's submitit launchers, where each job is a process of its own and the launching
+    process waits for every job, the error is raised after it is logged: the job fails with the run.
     """
     try:
         return function(*args)
@@ -52,6 +55,8 @@ def report_user_errors(function, *args):
         message = str(user_error) if user_error else f"{type(error).__name__}: {error}"
         if in_multirun():
             log.error("%s", message, exc_info=full_error or user_error is None)
+            if under_these_launchers():
+                raise
             return None
         log.error("%s", message)
         if full_error or user_error is None:
