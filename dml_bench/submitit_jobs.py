@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 LAUNCHERS = "hydra_plugins.dml_bench_launchers."
 
 
-def under_these_launchers() -> bool:
+def in_dml_bench_submitit_job() -> bool:
     """Whether the current Hydra job was started by one of these launchers."""
     if not HydraConfig.initialized():
         return False

@@ -12,7 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 
 from dml_bench.errors import UserError
-from dml_bench.submitit_jobs import under_these_launchers
+from dml_bench.submitit_jobs import in_dml_bench_submitit_job
 
 log = logging.getLogger("dml_bench")
 
@@ -55,7 +55,7 @@ def report_user_errors(function, *args):
         message = str(user_error) if user_error else f"{type(error).__name__}: {error}"
         if in_multirun():
             log.error("%s", message, exc_info=full_error or user_error is None)
-            if under_these_launchers():
+            if in_dml_bench_submitit_job():
                 raise
             return None
         log.error("%s", message)
