@@ -67,7 +67,7 @@ paper: setup
 	$(PY) -m dml_bench.train experiment=$(call benchmark,experiment) $(ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check dml_bench scripts tests
+	$(VENV)/bin/ruff check dml_bench hydra_plugins scripts tests
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -1,4 +1,4 @@
-"""Where and in what precision a run computes: the device, autocast, determinism."""
+"""Where and in what precision a run computes: the device, autocast, TF32, determinism."""
 
 import contextlib
 import os
@@ -31,6 +31,17 @@ def autocast(device: torch.device, amp_dtype: torch.dtype | None):
     if amp_dtype is None or device.type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=amp_dtype)
+
+
+def set_tf32(allowed: bool) -> None:
+    """``trainer.tf32``: whether float32 matrix products and cuDNN convolutions may run on TF32
+    tensor cores (Ampere and newer GPUs; 10 mantissa bits in the products). PyTorch's default is
+    TF32 for convolutions and IEEE fp32 for matmuls; off, both compute in IEEE fp32, as the paper's
+    recipe did on GPUs without TF32. Set through the ``fp32_precision`` flags that this PyTorch
+    recommends (its older ``allow_tf32`` flags cannot be mixed with them)."""
+    precision = "tf32" if allowed else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
 
 
 def set_deterministic(deterministic, device: torch.device) -> bool:

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dml_bench import builders, run_folder
-from dml_bench.device import resolve_amp, resolve_device
+from dml_bench.device import resolve_amp, resolve_device, set_tf32
 from dml_bench.engine.checkpoint import load_checkpoint
 from dml_bench.errors import UserError
 from dml_bench.evaluation.metric_names import NUM_QUERIES
@@ -46,6 +46,7 @@ def evaluate(cfg: DictConfig) -> dict:
     cfg = run_config(state["config"], cfg, HydraConfig.get().overrides.task)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.trainer.device)
+    set_tf32(cfg.trainer.get("tf32", False))  # the run's arithmetic (runs saved before the option: fp32)
     datasets = builders.build_datasets(cfg, with_train=False)
     loaders = builders.build_eval_loaders(cfg, datasets, device)
     model = builders.build_trained_model(cfg.model, state["model"]).to(device)

@@ -70,13 +70,21 @@ def read_run(run_dir: Path) -> dict:
     return record
 
 
+# An ERROR line of dml_bench in a run's log (others, such as submitit's "Submitted job triggered an
+# exception", follow it there): "[2026-01-31 12:00:00,000][dml_bench][ERROR] - MESSAGE".
+_ERROR_LINE = re.compile(r"\]\[dml_bench[\w.]*\]\[ERROR\] - (.*)")
+ERROR_WIDTH = 80  # characters of an error that a status cell shows (the log holds all of it)
+
+
 def last_error_line(run_dir: Path) -> str:
-    """The last ERROR line of the run's log (every failure logs one, see
-    ``dml_bench.utils.report_user_errors``), or, without one, how far the run got."""
+    """The last error that dml_bench logged in the run's log (every failure logs one, its first
+    line on the ERROR line: see ``dml_bench.utils.report_user_errors``), cut to ``ERROR_WIDTH``;
+    or, without one, how far the run got."""
     for log_file in sorted(run_dir.glob("*.log")):
-        errors = [line for line in log_file.read_text(errors="replace").splitlines() if "[ERROR]" in line]
+        errors = _ERROR_LINE.findall(log_file.read_text(errors="replace"))
         if errors:
-            return errors[-1].split("[ERROR] - ", 1)[-1].strip()
+            error = errors[-1].strip()
+            return error if len(error) <= ERROR_WIDTH else error[: ERROR_WIDTH - 1].rstrip() + "…"
     history = read_jsonl(run_dir / "history.jsonl")
     reached = f" after epoch {history[-1]['epoch']}" if history else ""
     return f"no metrics.json: still running, or killed{reached} (continue it with resume={run_dir})"

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dml_bench import builders, run_folder
-from dml_bench.device import resolve_amp, resolve_device, set_deterministic
+from dml_bench.device import resolve_amp, resolve_device, set_deterministic, set_tf32
 from dml_bench.engine import distributed
 from dml_bench.engine.audit import audit_card, log_card
 from dml_bench.engine.final_test import test_selected_checkpoint
@@ -36,9 +36,10 @@ def train(cfg: DictConfig) -> float:
     seed_everything(cfg.seed)
     device = distributed.rank_device(resolve_device(cfg.trainer.device), world)
     deterministic = set_deterministic(cfg.trainer.deterministic, device)
+    set_tf32(cfg.trainer.tf32)
     amp_dtype = resolve_amp(cfg.trainer.amp, device)
     if world.is_main:
-        info = run_info(device, cfg.seed, world.size, deterministic)
+        info = run_info(device, cfg.seed, world.size, deterministic, cfg.trainer.tf32)
         write_json(run_dir / "run_info.json", info)
 
     datasets = builders.build_datasets(cfg)

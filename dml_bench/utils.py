@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from dml_bench.errors import user_error_of
+from dml_bench.submitit_jobs import in_dml_bench_submitit_job
 
 log = logging.getLogger("dml_bench")
 
@@ -40,7 +41,9 @@ def report_user_errors(function, *args):
 
     In a multirun, a failing job is logged (with its traceback, unless it is a UserError) and
     returns None, so the launcher goes on with the other jobs: raising SystemExit would end the
-    whole sweep, and an exception would stop the submitit launcher from collecting the others.
+    whole sweep, and an exception would stop hydra-submitit-launcher from collecting the others.
+    Under dml_bench's submitit launchers, where each job is a process of its own and the launching
+    process waits for every job, the error is raised after it is logged: the job fails with the run.
     """
     try:
         return function(*args)
@@ -50,6 +53,8 @@ def report_user_errors(function, *args):
         message = str(user_error) if user_error else f"{type(error).__name__}: {error}"
         if in_multirun():
             log.error("%s", message, exc_info=full_error or user_error is None)
+            if in_dml_bench_submitit_job():
+                raise
             return None
         log_to_files(message)  # the console gets the paragraph (or Hydra's traceback) once, below
         if full_error or user_error is None:

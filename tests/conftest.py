@@ -68,6 +68,12 @@ def run_train(*args: str, env=None, check=True, timeout=600) -> subprocess.Compl
     return result
 
 
+def selected_epoch(history: list[dict], monitor: str) -> int:
+    """The epoch a run must report, from its history.jsonl: the best on ``monitor`` among all its
+    evaluations, epoch 0 included; of tied ones, the latest (docs/paper.md)."""
+    return max(reversed(history), key=lambda record: record["metrics"][monitor])["epoch"]
+
+
 @pytest.fixture(scope="session")
 def quickstart_run(tmp_path_factory) -> Path:
     """One real one-epoch quickstart run on CPU; returns its run folder."""

@@ -81,7 +81,7 @@ def test_composed_config_holds_the_papers_recipe(name):
     assert cfg.scheduler._target_ == "dml_bench.engine.optim.WarmCosineLR" and cfg.scheduler.warmup_iters == 100
 
     trainer = cfg.trainer
-    assert (trainer.epochs, trainer.batch_size, trainer.amp) == (r["epochs"], 128, "none")
+    assert (trainer.epochs, trainer.batch_size, trainer.amp, trainer.tf32) == (r["epochs"], 128, "none", False)
     assert (trainer.eval_every, trainer.monitor, trainer.patience) == (1, "recall@1", None)
     assert cfg.protocol.name == "paper" and cfg.protocol.validation_fraction is None
 

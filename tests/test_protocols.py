@@ -99,26 +99,50 @@ def make_trainer(run_dir, values, patience, epochs=10):
                    recorder=RunFiles(run_dir))
 
 
+def checkpoint_epochs(run_dir):
+    return tuple(torch.load(run_dir / "checkpoints" / name, weights_only=False)["epoch"]
+                 for name in ("best.pt", "last.pt"))
+
+
 def test_training_stops_after_patience_evaluations_without_a_new_best(tmp_path):
-    # MAP@R after epochs 0, 1, 2, ...: epoch 2 is the best; epochs 3, 4 (a tie is no gain) and 5
-    # do not beat it, so training stops after epoch 5 and never sees the 0.9 that follows.
-    values = [0.1, 0.2, 0.4, 0.3, 0.4, 0.35, 0.9, 0.9, 0.9, 0.9, 0.9]
+    # MAP@R after epochs 0, 1, 2, ...: epoch 2 is the best; epochs 3, 4 and 5 do not reach it, so
+    # training stops after epoch 5 and never sees the 0.9 that follows.
+    values = [0.1, 0.2, 0.4, 0.3, 0.38, 0.35, 0.9, 0.9, 0.9, 0.9, 0.9]
     summary = make_trainer(tmp_path, values, patience=3).fit()
     assert [r["epoch"] for r in read_jsonl(tmp_path / "history.jsonl")] == [0, 1, 2, 3, 4, 5]
     assert (summary["best_epoch"], summary["last_epoch"], summary["metrics"]["map@r"]) == (2, 5, 0.4)
-    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)
-    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
-    assert (best["epoch"], last["epoch"]) == (2, 5)
+    assert checkpoint_epochs(tmp_path) == (2, 5)
     assert json.loads((tmp_path / "metrics.json").read_text())["last_epoch"] == 5
+
+
+def test_a_tie_goes_to_the_later_epoch_and_restarts_the_patience(tmp_path):
+    # Epoch 4 ties epoch 2: it becomes the best, so the three evaluations counted from it are 5, 6, 7.
+    values = [0.1, 0.2, 0.4, 0.3, 0.4, 0.35, 0.3, 0.2, 0.9, 0.9, 0.9]
+    summary = make_trainer(tmp_path, values, patience=3).fit()
+    assert (summary["best_epoch"], summary["last_epoch"]) == (4, 7)
+    assert checkpoint_epochs(tmp_path) == (4, 7)
+
+
+def test_the_untrained_model_is_a_candidate_and_patience_counts_from_it(tmp_path):
+    # Epoch 0 (before training) is the best; patience 2 stops after epochs 1 and 2, and best.pt
+    # holds the untrained weights.
+    trainer = make_trainer(tmp_path, [0.5, 0.4, 0.3, 0.2, 0.1], patience=2, epochs=4)
+    untrained = {name: value.clone() for name, value in trainer.model.state_dict().items()}
+    summary = trainer.fit()
+    assert (summary["best_epoch"], summary["last_epoch"], summary["metrics"]["map@r"]) == (0, 2, 0.5)
+    assert checkpoint_epochs(tmp_path) == (0, 2)
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)["model"]
+    assert all(torch.equal(best[name], value) for name, value in untrained.items())
+    assert not torch.equal(trainer.model.weight, untrained["weight"])  # training did change them
 
 
 def test_without_patience_every_epoch_runs(tmp_path):
     summary = make_trainer(tmp_path, [0.5, 0.4, 0.3, 0.2, 0.1], patience=None, epochs=4).fit()
-    assert (summary["best_epoch"], summary["last_epoch"]) == (1, 4)
+    assert (summary["best_epoch"], summary["last_epoch"]) == (0, 4)
 
 
 def test_a_run_that_stopped_early_stays_stopped_when_resumed(tmp_path):
-    values = [0.1, 0.2, 0.4, 0.3, 0.4, 0.35, 0.9, 0.9, 0.9, 0.9, 0.9]
+    values = [0.1, 0.2, 0.4, 0.3, 0.38, 0.35, 0.9, 0.9, 0.9, 0.9, 0.9]
     make_trainer(tmp_path, values, patience=3).fit()
     summary = make_trainer(tmp_path, values, patience=3).fit(resume_from=tmp_path / "checkpoints" / "last.pt")
     assert [r["epoch"] for r in read_jsonl(tmp_path / "history.jsonl")] == [0, 1, 2, 3, 4, 5]

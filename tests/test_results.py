@@ -180,3 +180,16 @@ def test_comparable_runs_get_no_warning(tmp_path):
     assert collect([tmp_path])[0].splitlines()[-1] == (
         "warning: these runs differ in test_images: 224 px crops of images resized to 256 (1 run: 0); "
         "224 px crops of images resized to [256, 256] (1 run: 1)")
+
+
+def test_a_status_cell_shows_the_first_line_of_the_error_cut_to_a_readable_width(tmp_path):
+    error = ("The loss became nan at epoch 3, step 1234. The last good checkpoint is "
+             "/scratch/me/outputs/multirun/2026-01-31/12-00-00/1/checkpoints/last.pt. Lower the learning rate.")
+    write_run(tmp_path / "1", ["seed=1"], None, error=error)
+    with open(tmp_path / "1" / "train.log", "a") as log:  # a traceback, then submitit's own ERROR line
+        log.write("Traceback (most recent call last):\n  File \"train.py\", line 1\nValueError: nan\n"
+                  "[2026-11-28 12:00:01,000][submitit][ERROR] - Submitted job triggered an exception\n")
+    _, headers, rows = collect([tmp_path], per_run=True)
+    assert rows[0][headers.index("status")] == "failed: " + error[:79] + "…"
+    _, _, rows = collect([tmp_path])
+    assert rows[0][-1] == "1 failed: " + error[:79] + "…"

@@ -3,6 +3,7 @@
 import json
 
 import torch
+from conftest import selected_epoch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dml_bench.evaluation.metric_names import MAP_AT_R, R_PRECISION, eval_tag, recall_key
@@ -19,7 +20,9 @@ def test_run_writes_every_file(quickstart_run):
 
 def test_metrics_json_holds_the_selected_epoch(quickstart_run):
     summary = json.loads((quickstart_run / "metrics.json").read_text())
-    assert summary["best_epoch"] == 1 and summary["status"] == "completed"
+    history = [json.loads(line) for line in (quickstart_run / "history.jsonl").read_text().splitlines()]
+    assert summary["best_epoch"] == selected_epoch(history, "recall@1") and summary["status"] == "completed"
+    assert summary["metrics"] == history[summary["best_epoch"]]["metrics"]
     assert summary["selected_on"] == "test"  # protocol=paper
     for name in METRICS:
         assert 0.0 <= summary["metrics"][name] <= 1.0
@@ -35,7 +38,7 @@ def test_history_has_epoch_zero_and_every_evaluation(quickstart_run):
 
 def test_run_info_records_provenance(quickstart_run):
     info = json.loads((quickstart_run / "run_info.json").read_text())
-    assert info["seed"] == 0 and info["device"].startswith("cpu")
+    assert info["seed"] == 0 and info["device"].startswith("cpu") and info["tf32"] is False
     assert {"torch", "pytorch-metric-learning", "hydra-core"} <= set(info["packages"])
     assert "git_commit" in info
 

@@ -148,3 +148,24 @@ def test_the_run_folder_keeps_the_per_query_values_of_the_reported_epoch(tmp_pat
     assert metadata["epoch"] == summary["best_epoch"]
     assert check_against_metrics(values, summary["metrics"]) == []
     assert len(values["query_index"]) == summary["metrics"]["num_queries"] == 16
+
+
+def test_recorders_flush_before_every_checkpoint(tmp_path, monkeypatch):
+    from dml_bench.engine import trainer as trainer_module
+
+    events = []
+
+    class Flushes(Recorder):
+        def scalars(self, values, step):
+            events.append(("scalars", step))
+
+        def flush(self):
+            events.append(("flush", None))
+
+    save = trainer_module.ckpt.save_checkpoint
+    monkeypatch.setattr(trainer_module.ckpt, "save_checkpoint",
+                        lambda path, state: events.append(("save", path.name)) or save(path, state))
+    make_trainer(tmp_path, recorder=Flushes(), epochs=2).fit()
+    saves = [i for i, event in enumerate(events) if event[0] == "save"]
+    assert len(saves) >= 3  # best.pt at least once, last.pt after each epoch
+    assert all(events[i - 1] == ("flush", None) for i in saves)

@@ -13,6 +13,7 @@ from dml_bench.bench import train_step
 from dml_bench.bench.data_pipeline import PlainDataset, our_dataset, write_split
 from dml_bench.bench.synthetic import write_jpegs
 from dml_bench.bench.timing import interleaved_rates
+from dml_bench.device import set_tf32
 from dml_bench.evaluation import faiss_gpu, retrieval_metrics
 
 SOP_TEST_IMAGES, SOP_TEST_CLASSES = 60_502, 11_316
@@ -20,6 +21,7 @@ SOP_TEST_IMAGES, SOP_TEST_CLASSES = 60_502, 11_316
 
 def training_rows(steps: int, rounds: int, device: torch.device, arch="resnet50", image_size=224,
                   batch_size=128, compile_model=True) -> list[list]:
+    set_tf32(False)  # "fp32" is IEEE fp32, as a run with trainer.tf32=false (the paper recipes)
     batches = train_step.make_batches(steps, batch_size, image_size, train_step.NUM_CLASSES, pin=device.type == "cuda")
     base = train_step.make_model(arch)
 

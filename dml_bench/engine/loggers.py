@@ -19,7 +19,7 @@ from dml_bench.files import atomic_write_text, write_json
 
 class ScalarsCSV(Recorder):
     """Every scalar as one row ``step,tag,value`` of RUN_DIR/scalars.csv (long format: the same
-    three columns whichever tags a run logs), flushed at each evaluation. A resumed run keeps the
+    three columns whichever tags a run logs), flushed at each evaluation and checkpoint. A resumed run keeps the
     rows up to its checkpoint's step and drops those an interrupted run wrote after it; a run
     that starts from scratch starts the file afresh."""
 
@@ -46,7 +46,7 @@ class ScalarsCSV(Recorder):
     def scalars(self, values, step):
         self.writer.writerows((step, tag, float(value)) for tag, value in values.items())
 
-    def evaluation(self, record):
+    def flush(self):
         self.file.flush()
 
     def close(self):

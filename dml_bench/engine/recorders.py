@@ -1,7 +1,8 @@
 """What a run records, behind one small interface.
 
 The trainer calls ``open`` once, ``scalars`` and ``evaluation`` as it goes, ``selected`` whenever
-an evaluation becomes the one the run reports, ``summary`` once at the end and ``close``.
+an evaluation becomes the one the run reports, ``flush`` after each evaluation and before each
+checkpoint (the points a run resumes from), ``summary`` once at the end and ``close``.
 ``RunFiles`` writes history.jsonl, per_query.npz and metrics.json; ``TensorBoard`` the event
 files; ``Recorders`` passes every call on to several. Another logger is one more subclass in the
 list the training script builds: the loop does not change. Only rank 0 records: the other ranks
@@ -47,6 +48,10 @@ class Recorder:
         """``evaluation`` (of epoch ``epoch``) is now the one the run reports: the best so far on
         the monitored metric, or the test of the checkpoint selected on validation."""
 
+    def flush(self) -> None:
+        """Make what was recorded so far durable: a run resumed from the checkpoint that follows
+        must find it."""
+
     def summary(self, summary: dict) -> None:
         """The run's result (the selected epoch's metrics...): written at the end, and again when a
         later step (the test of the checkpoint selected on validation) completes it."""
@@ -74,6 +79,10 @@ class Recorders(Recorder):
     def selected(self, epoch, evaluation):
         for recorder in self.recorders:
             recorder.selected(epoch, evaluation)
+
+    def flush(self):
+        for recorder in self.recorders:
+            recorder.flush()
 
     def summary(self, summary):
         for recorder in self.recorders:
@@ -133,7 +142,7 @@ class TensorBoard(Recorder):
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
 
-    def evaluation(self, record):
+    def flush(self):
         self.writer.flush()
 
     def close(self):

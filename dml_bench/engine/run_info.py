@@ -43,7 +43,8 @@ def device_description(device: torch.device) -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def run_info(device: torch.device, seed: int, world_size: int = 1, deterministic: bool | None = None) -> dict:
+def run_info(device: torch.device, seed: int, world_size: int = 1, deterministic: bool | None = None,
+             tf32: bool | None = None) -> dict:
     return {
         "git_commit": git_commit(),
         "packages": package_versions(),
@@ -52,6 +53,7 @@ def run_info(device: torch.device, seed: int, world_size: int = 1, deterministic
         "world_size": world_size,
         "seed": seed,
         "deterministic": deterministic,
+        "tf32": tf32,
         "host": socket.gethostname(),
         "command": sys.argv,
     }

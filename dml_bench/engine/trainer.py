@@ -1,6 +1,8 @@
 """The training loop: plain and explicit, in the order a reader expects.
 
 fit: [resume] -> evaluate epoch 0 -> for each epoch: train_one_epoch -> evaluate -> checkpoint.
+Every evaluation, epoch 0's (before training) included, is a candidate for the reported epoch: the
+best on ``monitor``, a later epoch winning a tie (as the paper's official code selects).
 A checkpoint holds everything the rest of the run depends on (weights, optimizer, schedule,
 scaler, RNG states, position in the epoch, best metrics, the evaluations so far), so a run resumed
 from it ends exactly as the uninterrupted run would.
@@ -52,8 +54,9 @@ class NonFiniteWeightsError(UserError):
 class TrainerSettings:
     """How the trainer runs: ``trainer.*`` of the config, resolved by the training script.
 
-    ``run_dir`` holds checkpoints/last.pt and best.pt. ``monitor`` selects the best epoch; with
-    ``patience``, training stops after that many evaluations without a new best.
+    ``run_dir`` holds checkpoints/last.pt and best.pt. ``monitor`` selects the best epoch, epoch 0
+    included (``Trainer.is_better``); with ``patience``, training stops after that many evaluations
+    without a new best.
     ``checkpoint_every_steps`` also writes last.pt every that many optimizer steps, mid-epoch.
     Under DDP (``world`` of several ranks) each rank trains on its slice of every global batch and
     embeds its shard of the evaluation split(s); rank 0 alone computes the metrics. ``config`` is
@@ -203,21 +206,30 @@ class Trainer:
                   "elapsed_s": round(elapsed, 2), "metrics": metrics, **probed}
         self.history.append(record)
         self.recorder.evaluation(record)
+        self.recorder.flush()
         log.info("epoch %d: %s", self.epoch,
                  ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != NUM_QUERIES))
         return broadcast_object(metrics, self.world), evaluation
 
     def is_better(self, metrics: dict) -> bool:
+        """At least as good as the best so far: a later epoch wins a tie."""
         monitor = self.settings.monitor
         if monitor not in metrics:
             raise UserError(f"trainer.monitor={monitor} is not a computed metric; choose one of "
                             f"{sorted(k for k in metrics if k != NUM_QUERIES)}.")
-        return metrics[monitor] > self.best["value"]
+        return metrics[monitor] >= self.best["value"]
 
     def select(self, metrics: dict, evaluation: Evaluation | None) -> None:
         """This epoch's evaluation becomes the one the run reports."""
         self.best = {"epoch": self.epoch, "value": metrics[self.settings.monitor], "metrics": metrics}
         self.recorder.selected(self.epoch, evaluation)
+
+    def evaluate_and_select(self, train_loss: float | None) -> None:
+        """Evaluate; a new best becomes the reported evaluation and checkpoints/best.pt."""
+        metrics, evaluation = self.evaluate(train_loss, self.elapsed())
+        if self.is_better(metrics):
+            self.select(metrics, evaluation)
+            self.save_checkpoint("best.pt")
 
     def should_stop(self) -> bool:
         """Early stopping: ``patience`` evaluations since the best one (a resumed run counts the
@@ -225,7 +237,7 @@ class Trainer:
         patience = self.settings.patience
         if patience is None:
             return False
-        since_best = [r for r in self.history if r["epoch"] > (self.best["epoch"] or 0)]
+        since_best = [r for r in self.history if r["epoch"] > self.best["epoch"]]
         if len(since_best) < patience:
             return False
         log.info("stopping early at epoch %d: %d evaluations without a better %s than epoch %s",
@@ -286,6 +298,7 @@ class Trainer:
                 "(optimizer.lr=...) or set trainer.grad_clip."
             )
         if self.world.is_main:
+            self.recorder.flush()  # what the run recorded up to here survives a resume from this checkpoint
             ckpt.save_checkpoint(self.checkpoint_dir / name, self.state_dict())
 
     def last_good_checkpoint(self) -> str:
@@ -310,20 +323,14 @@ class Trainer:
         self.recorder.open(None if resume_from is None else self.global_step, self.history)
         epochs = self.settings.epochs
         if resume_from is None:
-            metrics, evaluation = self.evaluate(None, self.elapsed())
-            if epochs == 0:
-                self.select(metrics, evaluation)
+            self.evaluate_and_select(None)
         while self.epoch < epochs and not self.stop_early():
             train_loss = self.train_one_epoch()
             self.epoch += 1
             if self.epoch % self.settings.eval_every == 0 or self.epoch == epochs:
-                metrics, evaluation = self.evaluate(train_loss, self.elapsed())
-                if self.is_better(metrics):
-                    self.select(metrics, evaluation)
-                    self.save_checkpoint("best.pt")
+                self.evaluate_and_select(train_loss)
             self.save_checkpoint("last.pt")
         if epochs == 0:
-            self.save_checkpoint("best.pt")
             self.save_checkpoint("last.pt")
         if not self.world.is_main:
             return {"metrics": self.best["metrics"], "best_epoch": self.best["epoch"]}
