@@ -19,6 +19,9 @@ from dml_bench.engine.trainer import TrainerSettings
 from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.losses.compat import check_miner
+from dml_bench.visualize.projector import Projector
+from dml_bench.visualize.recorder import RetrievalBoard
+from dml_bench.visualize.retrievals import GridSettings
 
 log = logging.getLogger(__name__)
 
@@ -154,18 +157,19 @@ def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int):
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
-def build_evaluator(cfg: DictConfig, query_loader, gallery_loader=None) -> RetrievalEvaluator:
+def build_evaluator(cfg: DictConfig, query_loader, gallery_loader=None, split: str = "test") -> RetrievalEvaluator:
     return RetrievalEvaluator(query_loader, gallery_loader, recall_ks=cfg.evaluation.recall_ks,
                               distance=cfg.evaluation.distance, backend=cfg.evaluation.backend,
-                              progress=cfg.trainer.progress)
+                              progress=cfg.trainer.progress, split=split)
 
 
 def build_evaluators(cfg: DictConfig, eval_loaders: dict) -> tuple[RetrievalEvaluator, RetrievalEvaluator]:
     """(the evaluator that selects the epoch, the test evaluator): the same one under
     protocol=paper, the validation split's under a protocol that holds one out."""
     test = build_evaluator(cfg, eval_loaders["query"], eval_loaders.get("gallery"))
-    selecting = build_evaluator(cfg, eval_loaders["validation"]) if "validation" in eval_loaders else test
-    return selecting, test
+    if "validation" not in eval_loaders:
+        return test, test
+    return build_evaluator(cfg, eval_loaders["validation"], split="validation"), test
 
 
 # ---- the trainer's settings and records ---------------------------------------------------------
@@ -180,8 +184,24 @@ def trainer_settings(cfg: DictConfig, run_dir: Path, device: torch.device, world
     )
 
 
-def build_recorder(run_dir: Path, world: distributed.World) -> Recorder:
+def build_grid_settings(cfg: DictConfig, retrievals: DictConfig) -> GridSettings:
+    """What the retrieval grids show (``retrievals.*``), searched as the evaluation searches."""
+    return GridSettings(k=retrievals.k, queries=retrievals.queries, seed=retrievals.seed,
+                        distance=cfg.evaluation.distance, backend=cfg.evaluation.backend)
+
+
+def build_recorder(cfg: DictConfig, run_dir: Path, world: distributed.World, datasets: dict) -> Recorder:
     """Rank 0 writes history.jsonl, metrics.json and TensorBoard events in tb/; other ranks nothing."""
     if not world.is_main:
         return Recorder()
-    return Recorders([RunFiles(run_dir), TensorBoard(run_dir / "tb")])
+    tensorboard = build_retrieval_board(cfg, run_dir / "tb", datasets) if cfg.trainer.log_retrievals \
+        else TensorBoard(run_dir / "tb")
+    return Recorders([RunFiles(run_dir), tensorboard])
+
+
+def build_retrieval_board(cfg: DictConfig, log_dir: Path, datasets: dict) -> RetrievalBoard:
+    """TensorBoard plus the selected epoch's retrieval grids and projector of the test split(s)."""
+    tests = {role: datasets[role] for role in ("query", "gallery") if role in datasets}
+    projector = Projector(tests, cfg.projector.max_points, cfg.retrievals.seed, cfg.evaluation.distance) \
+        if cfg.projector.max_points else None
+    return RetrievalBoard(log_dir, tests, build_grid_settings(cfg, cfg.retrievals), projector)

@@ -53,7 +53,7 @@ def train(cfg: DictConfig) -> float:
     scheduler = builders.build_scheduler(cfg, optimizer, len(train_loader))
 
     evaluator, test_evaluator = builders.build_evaluators(cfg, eval_loaders)
-    recorder = builders.build_recorder(run_dir, world)
+    recorder = builders.build_recorder(cfg, run_dir, world, datasets)
     trainer = Trainer(model, loss, optimizer, train_loader, evaluator,
                       builders.trainer_settings(cfg, run_dir, device, world, amp_dtype),
                       miner=miner, scheduler=scheduler, recorder=recorder, probes={"mi": mi_probe})

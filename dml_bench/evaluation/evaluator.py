@@ -16,16 +16,18 @@ from dml_bench.oom import suggest_smaller_batch
 class Evaluation:
     """What one evaluation computed: the metrics, the embeddings they were computed from
     (``query``, ``query_labels`` and, with a gallery, ``gallery``, ``gallery_labels``), and each
-    query's values (``retrieval_metrics(per_query=True)``: the metrics are their means)."""
+    query's values (``retrieval_metrics(per_query=True)``: the metrics are their means); ``split``
+    says which split was embedded: ``test`` or ``validation``."""
 
     metrics: dict[str, float]
     embeddings: dict[str, torch.Tensor]
     per_query: dict[str, np.ndarray] | None = None
+    split: str = "test"
 
 
 class RetrievalEvaluator:
     """Leave-one-out retrieval on ``query_loader``'s split, or query vs. ``gallery_loader``
-    (In-Shop). Calling it embeds the split(s) and returns an :class:`Evaluation`."""
+    (In-Shop). Calling it embeds the split(s) and returns an :class:`Evaluation` of ``split``."""
 
     def __init__(
         self,
@@ -35,6 +37,7 @@ class RetrievalEvaluator:
         distance: str = "cosine",
         backend: str = "auto",
         progress: bool = True,
+        split: str = "test",
     ):
         self.query_loader = query_loader
         self.gallery_loader = gallery_loader
@@ -42,6 +45,7 @@ class RetrievalEvaluator:
         self.distance = distance
         self.backend = backend
         self.progress = progress
+        self.split = split
 
     def embed(self, model: nn.Module, device: torch.device, amp_dtype=None) -> dict[str, torch.Tensor]:
         out = {}
@@ -59,4 +63,4 @@ class RetrievalEvaluator:
         metrics, per_query = retrieval_metrics(e["query"], e["query_labels"], e.get("gallery"),
                                                e.get("gallery_labels"), recall_ks=self.recall_ks,
                                                distance=self.distance, backend=self.backend, per_query=True)
-        return Evaluation(metrics, e, per_query)
+        return Evaluation(metrics, e, per_query, self.split)
