@@ -72,4 +72,4 @@ def test_rigorous_protocol_reports_the_test_metrics_of_the_validation_selected_c
     step = next(h["step"] for h in history if h["epoch"] == summary["best_epoch"])
     assert [e.step for e in events.Images("retrievals/worst")] == [step]
     projected = (run / "tb" / f"{step:05d}" / "test" / "metadata.tsv").read_text().splitlines()[1:]
-    assert sorted(line.split("\t")[2] for line in projected) == sorted(test.paths)
+    assert sorted(line.split("\t")[1] for line in projected) == sorted(test.paths)

@@ -176,6 +176,14 @@ def test_in_shop_rows_come_from_the_gallery(tmp_path):
         for c, neighbor in enumerate(order[r], start=1):
             same = gallery_labels[neighbor] == query_labels[r]
             assert tile(grid, r, c) == (SAME_CLASS if same else OTHER_CLASS, colour(6 + neighbor))
+    # The projector shows both sets: a subsample of the 18 points, queries first.
+    projector = Projector({"query": query_set, "gallery": gallery_set}, max_points=10, seed=0)
+    metadata = projector.metadata()
+    roles = [role for _, _, role in metadata]
+    assert len(metadata) == 10 and roles == sorted(roles, reverse=True) and set(roles) == {"query", "gallery"}
+    sets = {"query": (query_set, query), "gallery": (gallery_set, gallery)}
+    expected = torch.stack([sets[role][1][sets[role][0].paths.index(path)] for _, path, role in metadata])
+    assert projector.points(evaluation) == pytest.approx(torch.nn.functional.normalize(expected, dim=1), abs=1e-6)
 
 
 def read_projector(log_dir):
@@ -186,7 +194,7 @@ def read_projector(log_dir):
     vectors = np.loadtxt(log_dir / embedding.tensor_path, delimiter="\t", ndmin=2)
     with open(log_dir / embedding.metadata_path, newline="") as f:
         rows = list(csv.reader(f, delimiter="\t"))
-    assert rows[0] == ["label", "set", "path"]
+    assert rows[0] == ["label", "path"]  # leave-one-out: no "set" column
     return embedding, vectors, rows[1:]
 
 
@@ -214,9 +222,9 @@ def test_the_board_draws_each_new_best_and_projects_the_last(loo, tmp_path):
     embedding, vectors, metadata = read_projector(tmp_path / "tb")
     assert embedding.tensor_name == "test:00010"
     assert vectors.shape == (7, 4) and len(metadata) == 7
-    chosen = [dataset.paths.index(path) for _, _, path in metadata]
+    chosen = [dataset.paths.index(path) for _, path in metadata]
     assert len(set(chosen)) == 7
-    assert [int(label) for label, _, _ in metadata] == [dataset.labels[i] for i in chosen]
+    assert [int(label) for label, _ in metadata] == [dataset.labels[i] for i in chosen]
     expected = torch.nn.functional.normalize(moved[chosen], dim=1).numpy()
     assert vectors == pytest.approx(expected, abs=1e-6)
     sprite = Image.open(tmp_path / "tb" / embedding.sprite.image_path)
@@ -260,8 +268,8 @@ def test_the_quickstart_logs_its_selected_epoch(quickstart_run):
     test_set = RetrievalDataset(ROOT / cfg.dataset.root, cfg.dataset.query_split,
                                 instantiate(cfg.dataset.test_transform))
     assert len(metadata) == min(cfg.projector.max_points, len(test_set))
-    chosen = [test_set.paths.index(path) for _, _, path in metadata]
-    assert [int(label) for label, _, _ in metadata] == [test_set.labels[i] for i in chosen]
+    chosen = [test_set.paths.index(path) for _, path in metadata]
+    assert [int(label) for label, _ in metadata] == [test_set.labels[i] for i in chosen]
     model = instantiate(cfg.model)
     model.load_state_dict(torch.load(quickstart_run / "checkpoints" / "best.pt", weights_only=False)["model"])
     embeddings, _ = extract_embeddings(model, make_loader(test_set, 256, num_workers=0), torch.device("cpu"),

@@ -1,6 +1,6 @@
-"""The embedding projector: a seeded subsample of the test embeddings, with each point's label,
-set (query or gallery) and image path and a sprite of thumbnails, written by
-``SummaryWriter.add_embedding`` for TensorBoard's Projector tab."""
+"""The embedding projector: a seeded subsample of the test embeddings, with each point's label and
+image path (and, with a gallery, its set: query or gallery) and a sprite of thumbnails, written
+by ``SummaryWriter.add_embedding`` for TensorBoard's Projector tab."""
 
 import numpy as np
 import torch
@@ -12,7 +12,6 @@ from dml_bench.evaluation.evaluator import Evaluation
 from dml_bench.visualize.thumbnails import thumbnail
 
 SPRITE_PICTURE = 32  # side of each point's thumbnail in the sprite
-METADATA_HEADER = ["label", "set", "path"]
 TAG = "test"  # the embedding's name in the Projector tab (with the step: "test:00042")
 
 
@@ -38,8 +37,13 @@ class Projector:
                             for role, index in self.indices.items()]).float().cpu()
         return F.normalize(chosen, dim=1) if self.distance == "cosine" else chosen
 
+    def metadata_header(self) -> list[str]:
+        return ["label", "path", "set"] if len(self.datasets) > 1 else ["label", "path"]
+
     def metadata(self) -> list[list[str]]:
-        return [[str(dataset.labels[i]), role, dataset.paths[i]]
+        """One row per point, the columns of ``metadata_header``."""
+        columns = len(self.metadata_header())
+        return [[str(dataset.labels[i]), dataset.paths[i], role][:columns]
                 for role, dataset in self.datasets.items() for i in self.indices[role]]
 
     def write(self, writer: SummaryWriter, points: torch.Tensor, step: int) -> None:
@@ -49,4 +53,4 @@ class Projector:
             self.sprite = torch.stack([pil_to_tensor(thumbnail(dataset, int(i), SPRITE_PICTURE))
                                        for role, dataset in self.datasets.items() for i in self.indices[role]])
         writer.add_embedding(points, metadata=self.metadata(), label_img=self.sprite.float() / 255, global_step=step,
-                             tag=TAG, metadata_header=METADATA_HEADER)
+                             tag=TAG, metadata_header=self.metadata_header())
