@@ -1,10 +1,15 @@
 """``trainer.log_retrievals=true``: the TensorBoard recorder, plus pictures of the selected epoch."""
 
+import logging
+import time
+
 import numpy as np
 
 from dml_bench.engine.recorders import TensorBoard
 from dml_bench.visualize.projector import Projector
 from dml_bench.visualize.retrievals import GridSettings, retrieval_grids
+
+log = logging.getLogger(__name__)
 
 
 class RetrievalBoard(TensorBoard):
@@ -35,9 +40,10 @@ class RetrievalBoard(TensorBoard):
     def selected(self, epoch, evaluation):
         if evaluation.split != "test":
             return
-        step = self.steps[epoch]
+        step, start = self.steps[epoch], time.perf_counter()
         for name, grid in retrieval_grids(evaluation, self.query_set, self.gallery_set, self.grid).items():
             self.writer.add_image(f"retrievals/{name}", np.asarray(grid), step, dataformats="HWC")
+        log.info("retrieval grids of epoch %d logged in %.2f s", epoch, time.perf_counter() - start)
         if self.projector is not None:
             self.projected = (step, self.projector.points(evaluation))
         if self.ended:  # the test after training: write it all now
@@ -47,8 +53,9 @@ class RetrievalBoard(TensorBoard):
 
     def close(self):
         if self.projected is not None:
-            step, points = self.projected
+            (step, points), start = self.projected, time.perf_counter()
             self.projector.write(self.writer, points, step)
+            log.info("embedding projector of %d points written in %.2f s", len(points), time.perf_counter() - start)
             self.projected = None
         super().close()
         self.ended = True
