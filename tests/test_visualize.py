@@ -276,3 +276,18 @@ def test_the_quickstart_logs_its_selected_epoch(quickstart_run):
                                        progress=False)
     expected = torch.nn.functional.normalize(embeddings[chosen], dim=1).numpy()
     assert vectors == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_embeddings_on_the_gpu_give_the_same_pictures(loo):
+    dataset, evaluation = loo
+    on_gpu = Evaluation(evaluation.metrics, {name: value.cuda() for name, value in evaluation.embeddings.items()},
+                        evaluation.per_query)
+    queries, settings = np.arange(20), GridSettings(k=5)
+    for gpu, cpu in zip(retrieval_rows(on_gpu, queries, settings), retrieval_rows(evaluation, queries, settings)):
+        assert (gpu.query, gpu.ap, gpu.neighbors, gpu.same_class) == (cpu.query, cpu.ap, cpu.neighbors, cpu.same_class)
+        assert gpu.scores == pytest.approx(cpu.scores, abs=1e-6)
+    assert retrieval_grids(on_gpu, dataset, None, settings)["worst"].size == (6 * TILE_WIDTH, 8 * TILE_HEIGHT)
+    projector = Projector({"query": dataset}, max_points=9, seed=0)
+    assert torch.equal(projector.points(on_gpu), projector.points(evaluation))

@@ -99,7 +99,7 @@ def draw_grid(rows: list[Row], query_set, gallery_set) -> Image.Image:
     grid = Image.new("RGB", (columns * TILE_WIDTH, len(rows) * TILE_HEIGHT), "white")
     draw, font = ImageDraw.Draw(grid), ImageFont.load_default()
     for r, row in enumerate(rows):
-        tiles = [(query_set, row.query, QUERY, f"AP@R {row.ap:.2f}")]
+        tiles = [(query_set, row.query, QUERY, f"AP@R = {row.ap:.2f}")]
         tiles += [(gallery_set, n, SAME_CLASS if same else OTHER_CLASS, f"{score:.3f}")
                   for n, same, score in zip(row.neighbors, row.same_class, row.scores)]
         for c, (dataset, index, colour, caption) in enumerate(tiles):
