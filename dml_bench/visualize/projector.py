@@ -29,7 +29,6 @@ class Projector:
         starts = np.cumsum([0, *sizes])
         self.indices = {role: chosen[(chosen >= start) & (chosen < end)] - start
                         for role, start, end in zip(datasets, starts, starts[1:])}
-        self.sprite = None  # thumbnails, loaded on the first write
 
     def points(self, evaluation: Evaluation) -> torch.Tensor:
         """(points, dim) float32 CPU embeddings of the chosen points: queries, then gallery items."""
@@ -49,8 +48,7 @@ class Projector:
     def write(self, writer: SummaryWriter, points: torch.Tensor, step: int) -> None:
         """``points`` (from ``points``) at ``step`` under ``writer``'s log dir: ``projector_config.pbtxt``
         there, and tensors.tsv, metadata.tsv and sprite.png in ``<step, 5 digits>/test/``."""
-        if self.sprite is None:
-            self.sprite = torch.stack([pil_to_tensor(thumbnail(dataset, int(i), SPRITE_PICTURE))
-                                       for role, dataset in self.datasets.items() for i in self.indices[role]])
-        writer.add_embedding(points, metadata=self.metadata(), label_img=self.sprite.float() / 255, global_step=step,
+        sprite = torch.stack([pil_to_tensor(thumbnail(dataset, int(i), SPRITE_PICTURE))
+                              for role, dataset in self.datasets.items() for i in self.indices[role]])
+        writer.add_embedding(points, metadata=self.metadata(), label_img=sprite.float() / 255, global_step=step,
                              tag=TAG, metadata_header=self.metadata_header())

@@ -77,18 +77,19 @@ def retrieval_rows(evaluation: Evaluation, queries: np.ndarray, settings: GridSe
     gallery, gallery_labels = (query, query_labels) if leave_one_out else (e["gallery"], e["gallery_labels"].cpu())
     if settings.distance == "cosine":
         query, gallery = F.normalize(query, dim=1), F.normalize(gallery, dim=1)
-    rows = torch.as_tensor(queries, dtype=torch.long)
+    rows = torch.as_tensor(queries, dtype=torch.long, device=query.device)
     k = min(settings.k, len(gallery) - leave_one_out)
-    neighbors = nearest_neighbors(query[rows.to(query.device)], gallery, k, metric=DISTANCES[settings.distance],
-                                  backend=settings.backend, exclude=rows if leave_one_out else None).cpu()
-    picked, near = query[rows.to(query.device)].cpu(), gallery.cpu()[neighbors]  # (rows, dim), (rows, k, dim)
+    neighbors = nearest_neighbors(query[rows], gallery, k, metric=DISTANCES[settings.distance],
+                                  backend=settings.backend, exclude=rows if leave_one_out else None)
+    picked, near = query[rows].cpu(), gallery[neighbors.to(gallery.device)].cpu()  # (rows, dim), (rows, k, dim)
+    neighbors = neighbors.cpu()
     if settings.distance == "cosine":
         scores = torch.einsum("rd,rkd->rk", picked, near)
     else:
         scores = ((near - picked[:, None]) ** 2).sum(2)
     ap = dict(zip(evaluation.per_query[QUERY_INDEX].tolist(), evaluation.per_query[MAP_AT_R].tolist()))
-    return [Row(int(q), ap[int(q)], n.tolist(), (gallery_labels[n] == query_labels[q]).tolist(), s.tolist())
-            for q, n, s in zip(rows, neighbors, scores)]
+    return [Row(q, ap[q], n.tolist(), (gallery_labels[n] == query_labels[q]).tolist(), s.tolist())
+            for q, n, s in zip(rows.tolist(), neighbors, scores)]
 
 
 def draw_grid(rows: list[Row], query_set, gallery_set) -> Image.Image:
