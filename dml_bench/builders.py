@@ -15,12 +15,15 @@ from dml_bench.data.splits import open_split
 from dml_bench.data.validation import class_disjoint_split, fold_split
 from dml_bench.engine import distributed
 from dml_bench.engine.optim import param_groups
-from dml_bench.engine.recorders import Recorder, Recorders, RunContext, RunFiles
+from dml_bench.engine.recorders import Recorder, Recorders, RunContext, RunFiles, TensorBoard
 from dml_bench.engine.trainer import TrainerSettings
 from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.losses.compat import check_miner
 from dml_bench.run_folder import multirun_job_name
+from dml_bench.visualize.projector import Projector
+from dml_bench.visualize.recorder import RetrievalBoard
+from dml_bench.visualize.retrievals import GridSettings
 
 log = logging.getLogger(__name__)
 
@@ -201,13 +204,14 @@ def build_scheduler(cfg: DictConfig, optimizer, steps_per_epoch: int):
 
 # ---- evaluation ---------------------------------------------------------------------------------
 def build_evaluator(cfg: DictConfig, query_loader, gallery_loader=None,
-                    world: distributed.World = distributed.SINGLE_PROCESS) -> RetrievalEvaluator:
+                    world: distributed.World = distributed.SINGLE_PROCESS, split: str = "test") -> RetrievalEvaluator:
     """Under DDP the loaders hold this rank's shards (``build_eval_loaders``): every rank embeds
     its own, rank 0 computes the metrics."""
     return RetrievalEvaluator(query_loader, gallery_loader, recall_ks=cfg.evaluation.recall_ks,
                               distance=cfg.evaluation.distance, backend=cfg.evaluation.backend,
                               progress=cfg.trainer.progress and world.is_main, world=world,
-                              exclude=cfg.evaluation.exclude, euclidean_recall=cfg.evaluation.euclidean_recall)
+                              exclude=cfg.evaluation.exclude, euclidean_recall=cfg.evaluation.euclidean_recall,
+                              split=split)
 
 
 def build_evaluators(cfg: DictConfig, eval_loaders: dict, world: distributed.World = distributed.SINGLE_PROCESS
@@ -215,8 +219,9 @@ def build_evaluators(cfg: DictConfig, eval_loaders: dict, world: distributed.Wor
     """(the evaluator that selects the epoch, the test evaluator): the same one under
     protocol=paper, the validation split's under a protocol that holds one out."""
     test = build_evaluator(cfg, eval_loaders["query"], eval_loaders.get("gallery"), world)
-    selecting = build_evaluator(cfg, eval_loaders["validation"], world=world) if "validation" in eval_loaders else test
-    return selecting, test
+    if "validation" not in eval_loaders:
+        return test, test
+    return build_evaluator(cfg, eval_loaders["validation"], world, split="validation"), test
 
 
 # ---- the trainer's settings and records ---------------------------------------------------------
@@ -231,11 +236,29 @@ def trainer_settings(cfg: DictConfig, run_dir: Path, device: torch.device, world
     )
 
 
-def build_recorder(cfg: DictConfig, run_dir: Path, world: distributed.World) -> Recorder:
+def build_grid_settings(cfg: DictConfig, retrievals: DictConfig) -> GridSettings:
+    """What the retrieval grids show (``retrievals.*``), searched as the evaluation searches."""
+    return GridSettings(k=retrievals.k, queries=retrievals.queries, seed=retrievals.seed,
+                        distance=cfg.evaluation.distance, backend=cfg.evaluation.backend)
+
+
+def build_recorder(cfg: DictConfig, run_dir: Path, world: distributed.World, datasets: dict) -> Recorder:
     """Rank 0 writes history.jsonl, metrics.json (the run's record, whatever the loggers) and
-    feeds the loggers of ``logger`` (configs/logger/); other ranks record nothing."""
+    feeds the loggers of ``logger`` (configs/logger/); other ranks record nothing. With
+    ``trainer.log_retrievals`` the TensorBoard logger also draws retrieval grids and the projector."""
     if not world.is_main:
         return Recorder()
     run = RunContext(run_dir, multirun_job_name(run_dir), OmegaConf.to_container(cfg, resolve=True))
     loggers = [instantiate(options)(run) for options in (cfg.get("logger") or {}).values()]
+    if cfg.trainer.log_retrievals:
+        loggers = [build_retrieval_board(cfg, logger.log_dir, datasets) if type(logger) is TensorBoard else logger
+                   for logger in loggers]
     return Recorders([RunFiles(run_dir), *loggers])
+
+
+def build_retrieval_board(cfg: DictConfig, log_dir: Path, datasets: dict) -> RetrievalBoard:
+    """TensorBoard plus the selected epoch's retrieval grids and projector of the test split(s)."""
+    tests = {role: datasets[role] for role in ("query", "gallery") if role in datasets}
+    projector = Projector(tests, cfg.projector.max_points, cfg.retrievals.seed, cfg.evaluation.distance) \
+        if cfg.projector.max_points else None
+    return RetrievalBoard(log_dir, tests, build_grid_settings(cfg, cfg.retrievals), projector)

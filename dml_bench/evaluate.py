@@ -3,7 +3,8 @@
 The run's saved config decides the data, model and metrics; what the user types on the command
 line replaces the matching parts. Embeds the test split(s) with the same builders and code the
 trainer uses, prints the metrics table and writes ``eval_metrics.json`` (and, with
-``save_embeddings=true``, ``embeddings/*.npy``) next to the checkpoint.
+``save_embeddings=true``, ``embeddings/*.npy``; with ``visualize=true``, the retrieval grids
+``retrievals/<checkpoint name>_{sample,worst}.png``) next to the checkpoint.
 """
 
 import logging
@@ -22,6 +23,7 @@ from dml_bench.evaluation.metric_names import NUM_QUERIES
 from dml_bench.files import write_json
 from dml_bench.tables import markdown_table
 from dml_bench.utils import report_user_errors, seed_everything
+from dml_bench.visualize.retrievals import retrieval_grids
 
 log = logging.getLogger("dml_bench.evaluate")
 
@@ -42,7 +44,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if not checkpoint.is_file():
         raise UserError(f"checkpoint={checkpoint} does not exist; pass a run's checkpoints/best.pt or last.pt.")
     state = load_checkpoint(checkpoint)
-    save_embeddings = cfg.save_embeddings
+    save_embeddings, visualize, retrievals = cfg.save_embeddings, cfg.visualize, cfg.retrievals
     cfg = run_config(state["config"], cfg, HydraConfig.get().overrides.task)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.trainer.device)
@@ -60,11 +62,17 @@ def evaluate(cfg: DictConfig) -> dict:
         (out_dir / "embeddings").mkdir(exist_ok=True)
         for name, values in evaluation.embeddings.items():
             np.save(out_dir / "embeddings" / f"{name}.npy", values.cpu().numpy())
+    if visualize:
+        grids = retrieval_grids(evaluation, datasets["query"], datasets.get("gallery"),
+                                builders.build_grid_settings(cfg, retrievals))
+        (out_dir / "retrievals").mkdir(exist_ok=True)
+        for name, grid in grids.items():
+            grid.save(out_dir / "retrievals" / f"{checkpoint.stem}_{name}.png")
     names = [k for k in metrics if k != NUM_QUERIES]
     print(markdown_table(["checkpoint", *names, NUM_QUERIES],
                          [[f"{checkpoint.name} (epoch {state['epoch']})", *(metrics[k] for k in names),
                            metrics[NUM_QUERIES]]]))
-    print(f"\nwritten: {out_dir / 'eval_metrics.json'}")
+    print(f"\nwritten: {out_dir / 'eval_metrics.json'}" + (f", {out_dir / 'retrievals'}/" if visualize else ""))
     return metrics
 
 

@@ -61,7 +61,7 @@ def train(cfg: DictConfig) -> float:
                           amp_dtype=amp_dtype, protocol=cfg.protocol.name, monitor=cfg.trainer.monitor)
         log_card(card)
         write_json(run_dir / "run_info.json", {**info, "audit": card})
-    recorder = builders.build_recorder(cfg, run_dir, world)
+    recorder = builders.build_recorder(cfg, run_dir, world, datasets)
     trainer = Trainer(model, loss, optimizer, train_loader, evaluator,
                       builders.trainer_settings(cfg, run_dir, device, world, amp_dtype),
                       miner=miner, scheduler=scheduler, recorder=recorder, probes={"mi": mi_probe})

@@ -28,7 +28,7 @@ def test_one_or_several_loggers_compose():
 
 
 def test_run_files_are_written_whatever_the_loggers(tmp_path):
-    recorder = build_recorder(compose_config(["logger=[]"]), tmp_path, World())
+    recorder = build_recorder(compose_config(["logger=[]"]), tmp_path, World(), {})
     assert [type(r) for r in recorder.recorders] == [RunFiles]
 
 
@@ -63,7 +63,7 @@ def mlflow_scalars(run_dir, tags) -> dict[str, list[tuple[int, float]]]:
 def test_every_logger_records_the_same_scalars(tmp_path):
     pytest.importorskip("mlflow")
     cfg = compose_config(["logger=[tensorboard,csv,mlflow]"])
-    recorder = build_recorder(cfg, tmp_path, World())
+    recorder = build_recorder(cfg, tmp_path, World(), {})
     assert [type(r) for r in recorder.recorders] == [RunFiles, TensorBoard, ScalarsCSV, MLflow]
     make_trainer(tmp_path, recorder=recorder).fit()
 
@@ -127,3 +127,23 @@ def test_mlflow_missing_is_a_user_error_naming_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow.tracking", None)  # what `import` meets without the package
     with pytest.raises(UserError, match=r"pip install -e '\.\[mlflow\]'"):
         MLflow(RunContext(tmp_path))
+
+
+def test_retrieval_grids_go_to_the_tensorboard_logger_whichever_loggers_are_chosen(tmp_path):
+    from PIL import Image
+
+    from dml_bench.data import RetrievalDataset
+    from dml_bench.visualize.recorder import RetrievalBoard
+
+    (tmp_path / "splits").mkdir()
+    for i in range(4):
+        Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    (tmp_path / "splits" / "test.csv").write_text("path,label\n0.png,0\n1.png,0\n2.png,1\n3.png,1\n")
+    datasets = {"query": RetrievalDataset(tmp_path, "test")}
+    cfg = compose_config(["trainer.log_retrievals=true", "logger=[tensorboard,csv]"])
+    recorder = build_recorder(cfg, tmp_path, World(), datasets)
+    assert [type(r) for r in recorder.recorders] == [RunFiles, RetrievalBoard, ScalarsCSV]
+    assert recorder.recorders[1].log_dir == tmp_path / "tb"
+    csv_only = build_recorder(compose_config(["trainer.log_retrievals=true", "logger=csv"]), tmp_path, World(),
+                              datasets)
+    assert [type(r) for r in csv_only.recorders] == [RunFiles, ScalarsCSV]

@@ -8,6 +8,7 @@ import torch
 from conftest import MINIATURE_RUN_OVERRIDES, ONE_THREAD_ENV, run_train, selected_epoch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dml_bench.data import RetrievalDataset
 from dml_bench.evaluation import retrieval_metrics
@@ -67,3 +68,10 @@ def test_rigorous_protocol_reports_the_test_metrics_of_the_validation_selected_c
     values, meta = load_per_query(run / "per_query.npz")
     assert meta["epoch"] == summary["best_epoch"]
     assert check_against_metrics(values, summary["metrics"]) == []
+    # So are the retrieval grids and the projector (trainer.log_retrievals, on in the quickstart).
+    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    step = next(h["step"] for h in history if h["epoch"] == summary["best_epoch"])
+    assert [e.step for e in events.Images("retrievals/worst")] == [step]
+    projected = (run / "tb" / f"{step:05d}" / "test" / "metadata.tsv").read_text().splitlines()[1:]
+    assert sorted(line.split("\t")[1] for line in projected) == sorted(test.paths)

@@ -47,11 +47,13 @@ class RetrievalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load_image(self, index: int) -> torch.Tensor:
+    def load_image(self, index: int, min_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The image, decoded at reduced scale down to ``min_size`` (default: the transform's
+        ``min_decode_size``) where the file allows."""
         relative = self.paths[index]
         path = cached_file(self.cache_dir, relative) if self.cache_dir else self.root / relative
         try:
-            return read_rgb(path, self.min_decode_size)
+            return read_rgb(path, min_size or self.min_decode_size)
         except DECODE_ERRORS as error:
             raise UserError(
                 f"Cannot read image {path} (listed in {split_file(self.root, self.split)}): "

@@ -18,16 +18,18 @@ from dml_bench.oom import suggest_smaller_batch
 class Evaluation:
     """What one evaluation computed: the metrics, the embeddings they were computed from
     (``query``, ``query_labels`` and, with a gallery, ``gallery``, ``gallery_labels``), and each
-    query's values (``retrieval_metrics(per_query=True)``: the metrics are their means)."""
+    query's values (``retrieval_metrics(per_query=True)``: the metrics are their means); ``split``
+    says which split was embedded: ``test`` or ``validation``."""
 
     metrics: dict[str, float]
     embeddings: dict[str, torch.Tensor]
     per_query: dict[str, np.ndarray] | None = None
+    split: str = "test"
 
 
 class RetrievalEvaluator:
     """Leave-one-out retrieval on ``query_loader``'s split, or query vs. ``gallery_loader``
-    (In-Shop). Calling it embeds the split(s) and returns an :class:`Evaluation`.
+    (In-Shop). Calling it embeds the split(s) and returns an :class:`Evaluation` of ``split``.
 
     ``exclude`` is ``retrieval_metrics``'s (how leave-one-out leaves the query out);
     ``euclidean_recall`` also reports Recall@K with euclidean distance (``euclidean_recall@K``),
@@ -48,6 +50,7 @@ class RetrievalEvaluator:
         exclude: str = "index",
         euclidean_recall: bool = False,
         world: World = SINGLE_PROCESS,
+        split: str = "test",
     ):
         self.query_loader = query_loader
         self.gallery_loader = gallery_loader
@@ -58,6 +61,7 @@ class RetrievalEvaluator:
         self.exclude = exclude
         self.euclidean_recall = euclidean_recall
         self.world = world
+        self.split = split
 
     def embed(self, model: nn.Module, device: torch.device, amp_dtype=None) -> dict[str, torch.Tensor]:
         """Each split's embeddings and labels, in dataset order (on every rank)."""
@@ -94,3 +98,7 @@ class RetrievalEvaluator:
             euclidean = retrieval_metrics(*sets, distance="euclidean", **options)
             metrics.update({euclidean_key(recall_key(k)): euclidean[recall_key(k)] for k in self.recall_ks})
         return Evaluation(metrics, e, per_query)
+        metrics, per_query = retrieval_metrics(e["query"], e["query_labels"], e.get("gallery"),
+                                               e.get("gallery_labels"), recall_ks=self.recall_ks,
+                                               distance=self.distance, backend=self.backend, per_query=True)
+        return Evaluation(metrics, e, per_query, self.split)
