@@ -4,11 +4,13 @@ torch hub cache or a local file, never the network; frozen BatchNorm2d stays fro
 import pytest
 import torch
 import torchvision
-from conftest import CONFIG_DIR, FAST_OVERRIDES, ONE_THREAD_ENV, compose_config, run_train
 from hydra.utils import instantiate
 
 from dml_bench.errors import UserError
 from dml_bench.models import Embedder, SmallConvNet, TorchvisionBackbone
+from dml_bench.train import train
+from tests.helpers.config import CONFIG_DIR, compose_config
+from tests.helpers.runs import exit_code, fast_overrides, hydra_job
 
 TORCHVISION_MODELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
 RESNET18_FILE = "resnet18-f37072fd.pth"  # the file name in torchvision's IMAGENET1K_V1 URL
@@ -144,10 +146,9 @@ def test_without_freeze_bn_running_statistics_move():
     assert not torch.equal(before, model.backbone.net.bn1.running_mean)
 
 
-def test_missing_weights_stop_a_run_with_one_paragraph_and_no_traceback(tmp_path):
-    result = run_train("experiment=quickstart", *FAST_OVERRIDES, "trainer.device=cpu", "model=resnet18",
-                       f"hydra.run.dir={tmp_path / 'run'}", env={"TORCH_HOME": str(tmp_path), **ONE_THREAD_ENV},
-                       check=False)
-    assert result.returncode == 1
-    assert RESNET18_FILE in result.stderr and str(tmp_path / "hub" / "checkpoints") in result.stderr
-    assert "Traceback" not in result.stderr
+def test_missing_weights_stop_a_run_with_one_paragraph_and_no_traceback(torch_home, tmp_path, capsys):
+    with hydra_job(["experiment=quickstart", *fast_overrides(), "model=resnet18"], output_dir=tmp_path / "run") as cfg:
+        assert exit_code(train, cfg) == 1
+    stderr = capsys.readouterr().err
+    assert RESNET18_FILE in stderr and str(torch_home) in stderr
+    assert "Traceback" not in stderr

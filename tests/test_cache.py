@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from conftest import compose_config
 from PIL import Image
 from torchvision import transforms as T
 
@@ -20,7 +19,8 @@ from dml_bench.data.splits import open_split
 from dml_bench.errors import UserError
 from dml_bench.prepare_data import main as prepare_main
 from dml_bench.train import build_datasets
-from tests.miniature_datasets import make_cub200_source, make_sop_source
+from tests.helpers.config import compose_config
+from tests.helpers.miniature_datasets import make_cub200_source, make_sop_source
 
 
 @pytest.fixture(scope="module")

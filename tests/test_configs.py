@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from conftest import CONFIG_DIR, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+
+from tests.helpers.config import CONFIG_DIR, compose_config
 
 GROUPS = ["dataset", "model", "loss", "miner", "sampler", "optimizer", "scheduler", "trainer", "protocol",
           "experiment"]

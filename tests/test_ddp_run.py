@@ -13,7 +13,8 @@ differ from the global batch's (SyncBatchNorm, used on CUDA, has no CPU kernel).
 import json
 
 import pytest
-from tiny_runs import (
+
+from tests.helpers.tiny_runs import (
     TORCHRUN,
     kill_when,
     read_results,

@@ -2,11 +2,11 @@
 task per GPU, and a two-job multirun goes through submitit's local executor (the code path SLURM
 jobs take, run on this machine), a failing job included."""
 
-from conftest import CONFIG_DIR
 from hydra import compose, initialize_config_dir
-from tiny_runs import tiny_args, tiny_glyphs, tiny_train
 
 from dml_bench.results import collect
+from tests.helpers.config import CONFIG_DIR
+from tests.helpers.tiny_runs import tiny_args, tiny_glyphs, tiny_train
 
 
 def test_slurm_launcher_runs_one_ddp_task_per_gpu():

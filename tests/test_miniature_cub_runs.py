@@ -5,13 +5,13 @@ import json
 
 import pytest
 import torch
-from conftest import MINIATURE_RUN_OVERRIDES, ONE_THREAD_ENV, run_train
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from dml_bench.data import RetrievalDataset
 from dml_bench.evaluation import retrieval_metrics
-from tests.miniature_datasets import prepare_miniature
+from dml_bench.train import train
+from tests.helpers.miniature_datasets import prepare_miniature
+from tests.helpers.runs import MINIATURE_RUN_OVERRIDES, hydra_job
 
 TRAIN_CLASSES, TEST_CLASSES, IMAGES_PER_CLASS = (1, 2, 3, 4, 5), (101, 102), 4
 
@@ -23,13 +23,15 @@ def cub_root(tmp_path_factory):
 
 
 def quickstart_on_cub(cub_root, run_dir, *overrides):
-    run_train("experiment=quickstart", "dataset=cub200", f"dataset.root={cub_root}", *MINIATURE_RUN_OVERRIDES,
-              *overrides, f"hydra.run.dir={run_dir}", env=ONE_THREAD_ENV)
-    return json.loads((run_dir / "metrics.json").read_text())
+    """The run's metrics.json and config; trained in this process."""
+    with hydra_job(["experiment=quickstart", "dataset=cub200", f"dataset.root={cub_root}", *MINIATURE_RUN_OVERRIDES,
+                    *overrides], output_dir=run_dir) as cfg:
+        train(cfg)
+    return json.loads((run_dir / "metrics.json").read_text()), cfg
 
 
 def test_one_quickstart_epoch_on_a_prepared_cub(cub_root, tmp_path):
-    summary = quickstart_on_cub(cub_root, tmp_path / "run")
+    summary, _ = quickstart_on_cub(cub_root, tmp_path / "run")
     assert summary["best_epoch"] == 1 and summary["status"] == "completed"
     assert summary["metrics"]["num_queries"] == len(TEST_CLASSES) * IMAGES_PER_CLASS
     assert "validation_metrics" not in summary  # protocol=paper: selected on the test split
@@ -37,7 +39,7 @@ def test_one_quickstart_epoch_on_a_prepared_cub(cub_root, tmp_path):
 
 def test_rigorous_protocol_reports_the_test_metrics_of_the_validation_selected_checkpoint(cub_root, tmp_path):
     run = tmp_path / "run"
-    summary = quickstart_on_cub(cub_root, run, "protocol=rigorous", "trainer.epochs=2")
+    summary, cfg = quickstart_on_cub(cub_root, run, "protocol=rigorous", "trainer.epochs=2")
     assert summary["selected_on"] == "validation" and summary["monitor"] == "map@r"
     # 20 % of 5 training classes: 1 class held out; the test split is untouched.
     assert summary["validation_metrics"]["num_queries"] == IMAGES_PER_CLASS
@@ -48,7 +50,6 @@ def test_rigorous_protocol_reports_the_test_metrics_of_the_validation_selected_c
     assert all(h["metrics"]["num_queries"] == IMAGES_PER_CLASS for h in history)
 
     # Recompute the test metrics from best.pt, outside the trainer.
-    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     model = instantiate(cfg.model)
     state = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     assert state["epoch"] == summary["best_epoch"]

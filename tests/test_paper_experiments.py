@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from conftest import CONFIG_DIR, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -13,6 +12,7 @@ from dml_bench.engine.optim import param_groups
 from dml_bench.models import TorchvisionBackbone
 from dml_bench.results import PAPER_RECALL
 from dml_bench.train import build_loss
+from tests.helpers.config import CONFIG_DIR, compose_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -24,7 +24,7 @@ from dml_bench.data.prepare.extract import safe_extract
 from dml_bench.data.prepare.splits import read_split
 from dml_bench.errors import UserError
 from dml_bench.prepare_data import main
-from tests.miniature_datasets import MINIATURE_BUILDERS, write_zip
+from tests.helpers.miniature_datasets import MINIATURE_BUILDERS, write_zip
 
 MINI = {"check_standard_counts": False, "skip_checksum": True}
 

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from conftest import CONFIG_DIR, compose_config
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -14,6 +13,7 @@ from dml_bench.engine.run_files import read_jsonl
 from dml_bench.engine.trainer import Trainer
 from dml_bench.errors import UserError
 from dml_bench.losses import CrossEntropyLoss
+from tests.helpers.config import CONFIG_DIR, compose_config
 
 
 def write_split(root, images_per_class: dict[int, int]) -> RetrievalDataset:

@@ -1,16 +1,12 @@
-"""A two-job multirun and the results table built from it."""
+"""A two-job multirun (conftest's ``loss_sweep``) and the results table built from it."""
 
 import csv
-
-from conftest import FAST_OVERRIDES, run_train
 
 from scripts.collect_results import main as collect_main
 
 
-def test_multirun_over_two_losses_and_results_table(tmp_path, capsys):
-    sweep_dir = tmp_path / "sweep"
-    run_train("-m", "experiment=quickstart", "loss=cross_entropy,contrastive", *FAST_OVERRIDES,
-              "trainer.device=cpu", f"hydra.sweep.dir={sweep_dir}")
+def test_multirun_over_two_losses_and_results_table(loss_sweep, capsys):
+    sweep_dir = loss_sweep
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert jobs == ["0", "1"]
     assert all((sweep_dir / job / "metrics.json").is_file() for job in jobs)
