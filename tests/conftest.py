@@ -30,6 +30,16 @@ def one_intra_op_thread():
     torch.set_num_threads(threads)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip by themselves where CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def single_thread():
     threads = torch.get_num_threads()
