@@ -59,8 +59,6 @@ def test_the_papers_numbers_used_by_the_results_table_match_the_experiments_ks()
 def test_composed_config_holds_the_papers_recipe(name):
     r = RECIPES[name]
     cfg = compose_config([f"experiment={name}"])
-    first_lines = (CONFIG_DIR / "experiment" / f"{name}.yaml").read_text().splitlines()[:2]
-    assert first_lines == ["# @package _global_", f"# python -m dml_bench.train experiment={name}"]
 
     model = cfg.model
     assert model.backbone._target_ == "dml_bench.models.TorchvisionBackbone"
