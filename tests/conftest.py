@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 from tests.helpers import session
 from tests.helpers.runs import fast_overrides, run_train
@@ -22,11 +23,13 @@ def session_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def one_intra_op_thread():
-    """One torch thread in this process too, as in the runs' subprocesses (ONE_THREAD_ENV): the
-    tests' tiny models gain nothing from more, which spin-wait for each other on a shared CPU."""
+    """One thread for torch, BLAS and OpenMP (FAISS) in this process too, as in the runs'
+    subprocesses (ONE_THREAD_ENV): results computed here and there then agree, and the tests' tiny
+    models gain nothing from more threads, which spin-wait for each other on a shared CPU."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(threads)
 
 

@@ -156,9 +156,9 @@ def test_built_model_loss_optimizer_and_schedule(name):
     total = r["epochs"] * iters_per_epoch
     scheduler = instantiate(cfg.scheduler, optimizer=optimizer, total_iters=total)
     lrs = []
+    optimizer.step()  # before the schedule's first step (torch warns otherwise); without gradients it changes no lr
     for _ in range(total):
         lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
         scheduler.step()
     for i in (0, 49, 99, 100, total // 2, total - 1):
         assert lrs[i] == pytest.approx(r["lr"] * warmcos(i, total), rel=1e-9, abs=1e-15)
