@@ -43,14 +43,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def loss_sweep(tmp_path_factory) -> Path:
     """A real two-job multirun on the quickstart, one job per loss (0: cross_entropy, 1: contrastive),

@@ -16,8 +16,6 @@ from tests.helpers.runs import exit_code, fast_overrides, hydra_job
 TORCHVISION_MODELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
 RESNET18_FILE = "resnet18-f37072fd.pth"  # the file name in torchvision's IMAGENET1K_V1 URL
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 
 def test_every_resnet_config_has_its_own_arch():
     configs = {p.stem for p in (CONFIG_DIR / "model").glob("resnet*.yaml")}

@@ -9,8 +9,6 @@ import pytest
 from dml_bench.evaluate import evaluate
 from tests.helpers.runs import exit_code, hydra_job, run_module
 
-pytestmark = pytest.mark.usefixtures("single_thread")  # as the run was trained: one thread
-
 
 def run_evaluate(tmp_path, *args: str) -> int:
     """``python -m dml_bench.evaluate ARGS trainer.progress=false``'s exit status, run in this process."""

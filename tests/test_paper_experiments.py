@@ -14,8 +14,6 @@ from dml_bench.results import PAPER_RECALL
 from dml_bench.train import build_loss
 from tests.helpers.config import CONFIG_DIR, compose_config
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 # Per dataset: config, training classes and images, resize, colour jitter (b, c, s, h), crop
 # ratio, lr, epochs, momentum, Nesterov, BatchNorm1d, Recall@K values, query/gallery splits.
 RECIPES = {
