@@ -218,10 +218,10 @@ def build_evaluators(cfg: DictConfig, eval_loaders: dict, world: distributed.Wor
                      ) -> tuple[RetrievalEvaluator, RetrievalEvaluator]:
     """(the evaluator that selects the epoch, the test evaluator): the same one under
     protocol=paper, the validation split's under a protocol that holds one out."""
-    test = build_evaluator(cfg, eval_loaders["query"], eval_loaders.get("gallery"), world)
+    test = build_evaluator(cfg, eval_loaders["query"], eval_loaders.get("gallery"), world=world)
     if "validation" not in eval_loaders:
         return test, test
-    return build_evaluator(cfg, eval_loaders["validation"], world, split="validation"), test
+    return build_evaluator(cfg, eval_loaders["validation"], world=world, split="validation"), test
 
 
 # ---- the trainer's settings and records ---------------------------------------------------------

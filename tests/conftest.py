@@ -1,82 +1,58 @@
-"""Shared fixtures: the real config tree composed in one place, and small real training runs."""
+"""Fixtures and hooks; the helpers they use are in tests/helpers/."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from threadpoolctl import threadpool_limits
 
-from dml_bench import run_folder
-
-ROOT = Path(__file__).resolve().parents[1]
-run_folder.register()  # the entry points register these before composing configs/train.yaml; so do the tests
-CONFIG_DIR = ROOT / "configs"
-
-# A smaller rendering of the embedded glyph data (one rendering per font) and one short epoch:
-# every test that trains uses these, so the suite stays fast on two CPU cores.
-FAST_OVERRIDES = [
-    "dataset.root=data/glyphs-tests",
-    "dataset.prepare.renderings_per_font=1",
-    "dataset.prepare.min_per_class=5",
-    "trainer.epochs=1",
-    "trainer.batch_size=64",
-    "trainer.num_workers=0",
-    "trainer.progress=false",
-    "trainer.log_every_steps=2",
-]
+from tests.helpers import session
+from tests.helpers.runs import LOSS_SWEEP, fast_overrides, run_train
 
 
-# A prepared benchmark (miniature data, tests/miniature_datasets.py) trained briefly on CPU:
-# 32 px crops of images resized to 36, batches of 4, one epoch.
-MINIATURE_RUN_OVERRIDES = [
-    "dataset.train_transform.crop_size=32", "dataset.train_transform.resize=36",
-    "dataset.test_transform.crop_size=32", "dataset.test_transform.resize=36",
-    "trainer.batch_size=4", "trainer.epochs=1", "trainer.device=cpu", "trainer.num_workers=0",
-    "trainer.progress=false", "trainer.log_every_steps=1",
-]
-
-# One intra-op thread for tiny models on tiny images: more threads gain nothing there and, on a
-# shared CPU, spin-wait for each other (a ResNet-50 step on 32 px images: 0.4 s instead of 9 s).
-ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1"}
+@pytest.fixture(scope="session", autouse=True)
+def session_folder(tmp_path_factory) -> Path:
+    """The folder the session's runs write to (tests.helpers.session), under pytest's basetemp;
+    datasets left at their default root (``data_dir``: $DML_BENCH_DATA) go to its data/."""
+    folder = tmp_path_factory.mktemp("session")
+    session.start(folder)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DML_BENCH_DATA", str(folder / "data"))
+        yield folder
 
 
-@pytest.fixture
-def single_thread():
+@pytest.fixture(scope="session", autouse=True)
+def one_intra_op_thread():
+    """One thread for torch, BLAS and OpenMP (FAISS) in this process too, as in the runs'
+    subprocesses (ONE_THREAD_ENV): results computed here and there then agree, and the tests' tiny
+    models gain nothing from more threads, which spin-wait for each other on a shared CPU."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(threads)
 
 
-def compose_config(overrides=()):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides), return_hydra_config=False)
-
-
-def run_train(*args: str, env=None, check=True, timeout=600) -> subprocess.CompletedProcess:
-    """``python -m dml_bench.train ARGS`` in a subprocess, from the project root."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    result = subprocess.run([sys.executable, "-m", "dml_bench.train", *args], cwd=ROOT, env=full_env,
-                            capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"training failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-        )
-    return result
-
-
-def selected_epoch(history: list[dict], monitor: str) -> int:
-    """The epoch a run must report, from its history.jsonl: the best on ``monitor`` among all its
-    evaluations, epoch 0 included; of tied ones, the latest (docs/paper.md)."""
-    return max(reversed(history), key=lambda record: record["metrics"][monitor])["epoch"]
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip by themselves where CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
-def quickstart_run(tmp_path_factory) -> Path:
-    """One real one-epoch quickstart run on CPU; returns its run folder."""
-    run_dir = tmp_path_factory.mktemp("quickstart_run")
-    run_train("experiment=quickstart", *FAST_OVERRIDES, "trainer.device=cpu", f"hydra.run.dir={run_dir}")
-    return run_dir
+def loss_sweep(tmp_path_factory) -> Path:
+    """A real two-job multirun on the quickstart, one job per loss (0: cross_entropy, 1: contrastive),
+    one short epoch each on CPU; returns the sweep folder."""
+    sweep = tmp_path_factory.mktemp("loss_sweep")
+    run_train("-m", *LOSS_SWEEP, *fast_overrides(), f"hydra.sweep.dir={sweep}")
+    return sweep
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(loss_sweep) -> Path:
+    """One real one-epoch quickstart run on CPU (job 0 of ``loss_sweep``); returns its run folder."""
+    return loss_sweep / "0"

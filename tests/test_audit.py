@@ -4,17 +4,15 @@ import csv
 import json
 import subprocess
 
-import pytest
 import torch
 import torchvision
-from conftest import FAST_OVERRIDES, ROOT, compose_config
 
 from dml_bench import builders
 from dml_bench.engine.audit import audit_card, batchnorm_state, sha256
 from dml_bench.engine.distributed import World
 from dml_bench.models import Embedder, SmallConvNet, TorchvisionBackbone
-
-pytestmark = pytest.mark.usefixtures("single_thread")
+from tests.helpers.config import ROOT, compose_config
+from tests.helpers.runs import fast_overrides
 
 
 def split_counts(split_file) -> tuple[int, int]:
@@ -33,7 +31,7 @@ def test_the_card_of_a_pretrained_resnet_under_the_rigorous_protocol(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), weights)
     model = Embedder(TorchvisionBackbone("resnet18"), weights=str(weights), freeze_bn=True, embedding_size=64,
                      bn1d=True, l2_normalize=True).eval()
-    cfg = compose_config(["experiment=quickstart", *FAST_OVERRIDES, "protocol=rigorous", "sampler=m_per_class",
+    cfg = compose_config(["experiment=quickstart", *fast_overrides(), "protocol=rigorous", "sampler=m_per_class",
                           "+dataset.train_transform.resize=40", "+dataset.test_transform.resize=[36,40]"])
     datasets = builders.build_datasets(cfg)
     loader = builders.build_train_loader(cfg, datasets["train"], torch.device("cpu"), World())

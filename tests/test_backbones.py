@@ -1,43 +1,25 @@
-"""Backbones: every model config embeds with gradients everywhere; ImageNet weights come from the
-torch hub cache or a local file, never the network; frozen BatchNorm2d stays frozen."""
+"""Backbones: ImageNet weights come from the torch hub cache or a local file, never the network;
+frozen BatchNorm2d stays frozen. (Every model config embedding with a gradient on every parameter:
+test_configs.py.)"""
 
 import pytest
 import torch
 import torchvision
-from conftest import CONFIG_DIR, FAST_OVERRIDES, ONE_THREAD_ENV, compose_config, run_train
 from hydra.utils import instantiate
 
 from dml_bench.errors import UserError
 from dml_bench.models import Embedder, SmallConvNet, TorchvisionBackbone
+from dml_bench.train import train
+from tests.helpers.config import CONFIG_DIR, compose_config
+from tests.helpers.runs import exit_code, fast_overrides, hydra_job
 
 TORCHVISION_MODELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
 RESNET18_FILE = "resnet18-f37072fd.pth"  # the file name in torchvision's IMAGENET1K_V1 URL
-
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_every_resnet_config_has_its_own_arch():
     configs = {p.stem for p in (CONFIG_DIR / "model").glob("resnet*.yaml")}
     assert configs == set(TORCHVISION_MODELS)
-
-
-@pytest.mark.parametrize(("name", "features"), TORCHVISION_MODELS.items())
-def test_resnet_configs_embed_with_a_gradient_on_every_parameter(name, features):
-    torch.manual_seed(0)
-    model = instantiate(compose_config([f"model={name}", "model.pretrained=false"]).model)
-    assert model.backbone.arch == name and model.embedding_size == features
-    model.train()
-    embeddings = model(torch.randn(2, 3, 32, 32))
-    assert embeddings.shape == (2, features) and torch.isfinite(embeddings).all()
-    embeddings.square().mean().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-
-
-def test_timm_config_embeds_when_timm_is_installed():
-    pytest.importorskip("timm")
-    model = instantiate(compose_config(["model=timm", "model.pretrained=false"]).model)
-    embeddings = model(torch.randn(2, 3, 32, 32))
-    assert embeddings.shape == (2, model.embedding_size)
 
 
 def test_neck_options_from_the_config():
@@ -144,10 +126,9 @@ def test_without_freeze_bn_running_statistics_move():
     assert not torch.equal(before, model.backbone.net.bn1.running_mean)
 
 
-def test_missing_weights_stop_a_run_with_one_paragraph_and_no_traceback(tmp_path):
-    result = run_train("experiment=quickstart", *FAST_OVERRIDES, "trainer.device=cpu", "model=resnet18",
-                       f"hydra.run.dir={tmp_path / 'run'}", env={"TORCH_HOME": str(tmp_path), **ONE_THREAD_ENV},
-                       check=False)
-    assert result.returncode == 1
-    assert RESNET18_FILE in result.stderr and str(tmp_path / "hub" / "checkpoints") in result.stderr
-    assert "Traceback" not in result.stderr
+def test_missing_weights_stop_a_run_with_one_paragraph_and_no_traceback(torch_home, tmp_path, capsys):
+    with hydra_job(["experiment=quickstart", *fast_overrides(), "model=resnet18"], output_dir=tmp_path / "run") as cfg:
+        assert exit_code(train, cfg) == 1
+    stderr = capsys.readouterr().err
+    assert RESNET18_FILE in stderr and str(torch_home) in stderr
+    assert "Traceback" not in stderr

@@ -3,12 +3,13 @@ and the run log's ERROR line, wherever it is found: in the main process or in a 
 worker (the real command line, on tiny csv datasets)."""
 
 import pytest
-from conftest import CONFIG_DIR, run_train
 from omegaconf import OmegaConf
-from tiny_runs import ENV, assert_reported_once, tiny_csv, tiny_csv_args, tiny_train
 
 from dml_bench.engine.resume import flatten
 from dml_bench.errors import MISSING_VALUE_EXAMPLES
+from tests.helpers.config import CONFIG_DIR
+from tests.helpers.runs import run_train
+from tests.helpers.tiny_runs import ENV, assert_reported_once, tiny_csv, tiny_csv_args, tiny_train
 
 
 @pytest.mark.parametrize(("images", "overrides", "expected", "fix"), [

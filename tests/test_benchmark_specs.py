@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG_DIR, compose_config
 
 from dml_bench.data.benchmarks import BENCHMARKS, SPECS, benchmark, find_benchmark, names_and_aliases
 from dml_bench.data.benchmarks import main as benchmarks_main
@@ -18,6 +17,7 @@ from dml_bench.data.splits import missing_dataset_error
 from dml_bench.errors import UserError
 from dml_bench.prepare_data import build_parser
 from dml_bench.results import PAPER_RECALL
+from tests.helpers.config import CONFIG_DIR, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_BENCHMARKS = {"csv", "glyphs"}  # configs/dataset/ files of folders prepared otherwise

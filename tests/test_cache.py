@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from conftest import compose_config
 from PIL import Image
 from torchvision import transforms as T
 
@@ -19,7 +18,8 @@ from dml_bench.data.split_files import read_split
 from dml_bench.data.splits import open_split
 from dml_bench.errors import UserError
 from dml_bench.prepare_data import main as prepare_main
-from tests.miniature_datasets import make_cub200_source, make_sop_source
+from tests.helpers.config import compose_config
+from tests.helpers.miniature_datasets import make_cub200_source, make_sop_source
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import shutil
 
 import pytest
 import torch
-from tiny_runs import assert_reported_once, tiny_csv, tiny_csv_args, tiny_train
 
 from dml_bench.engine.checkpoint import load_checkpoint, save_checkpoint
 from dml_bench.errors import UserError
+from tests.helpers.tiny_runs import assert_reported_once, tiny_csv, tiny_csv_args, tiny_train
 
 
 def state(epoch: int) -> dict:

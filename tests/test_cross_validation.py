@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONFIG_DIR, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from tiny_runs import tiny_args, tiny_glyphs
 
 from dml_bench import builders
 from dml_bench import train as train_module
@@ -24,6 +22,8 @@ from dml_bench.errors import UserError
 from dml_bench.evaluation import evaluator as evaluator_module
 from dml_bench.evaluation import retrieval_metrics
 from scripts.collect_results import main as collect_main
+from tests.helpers.config import CONFIG_DIR, compose_config
+from tests.helpers.tiny_runs import tiny_args, tiny_glyphs
 
 CLASSES = [100 + 3 * c for c in range(10)]  # class ids that are not positions
 
@@ -138,7 +138,7 @@ def split_events(monkeypatch):
     ("rigorous", "validation", ["validation"] * 3 + ["selected", "test"]),
     ("cross_validation", "validation", ["validation"] * 3 + ["selected", "test"]),
 ])
-def test_no_test_metric_before_the_epoch_is_selected(tiny_data, tmp_path, monkeypatch, single_thread,
+def test_no_test_metric_before_the_epoch_is_selected(tiny_data, tmp_path, monkeypatch,
                                                      split_events, protocol, selected_on, expected):
     # Epochs 0, 1, 2 are evaluated; under protocol=paper on the test split (the spy does see it),
     # otherwise on validation, and the test split only once, after training has ended.
@@ -161,7 +161,7 @@ def embed_test_split(run_dir, data) -> tuple[torch.Tensor, np.ndarray]:
     return embeddings, np.array(test.labels)
 
 
-def test_a_two_fold_multirun_aggregates_and_concatenates(tiny_data, tmp_path, monkeypatch, single_thread,
+def test_a_two_fold_multirun_aggregates_and_concatenates(tiny_data, tmp_path, monkeypatch,
                                                           capsys):
     sweep = tmp_path / "sweep"
     train_in_process(monkeypatch, "-m", *tiny_args(tiny_data, "protocol=cross_validation", "protocol.folds=2",
@@ -200,7 +200,7 @@ def test_a_two_fold_multirun_aggregates_and_concatenates(tiny_data, tmp_path, mo
     assert all(float(concatenated["map@r"]) != pytest.approx(s["metrics"]["map@r"]) for s in summaries)
 
 
-def test_a_missing_fold_is_reported_not_concatenated(tiny_data, tmp_path, monkeypatch, single_thread, capsys):
+def test_a_missing_fold_is_reported_not_concatenated(tiny_data, tmp_path, monkeypatch, capsys):
     sweep = tmp_path / "sweep"
     train_in_process(monkeypatch, "-m", *tiny_args(tiny_data, "protocol=cross_validation", "protocol.folds=3",
                                                    "protocol.fold=0,2", "trainer.epochs=0",

@@ -13,14 +13,16 @@ differ from the global batch's (SyncBatchNorm, used on CUDA, has no CPU kernel).
 import json
 
 import pytest
-from tiny_runs import (
+
+from dml_bench.train import train
+from tests.helpers.runs import hydra_job
+from tests.helpers.tiny_runs import (
     TORCHRUN,
     kill_when,
     read_results,
     start_train,
     tiny_args,
     tiny_glyphs,
-    tiny_train,
     torchrun_train,
 )
 
@@ -34,7 +36,8 @@ def test_torchrun_run_resumes_after_sigkill_and_matches_a_single_process(data, t
     args = tiny_args(data, "trainer.epochs=2", "model.freeze_bn=true", "loss=contrastive", "miner=multi_similarity",
                      "optimizer.lr=0.05")
     single = tmp_path / "single"
-    tiny_train(*args, f"hydra.run.dir={single}")
+    with hydra_job(args, output_dir=single) as cfg:  # in this process: the torchrun launches are under test
+        train(cfg)
 
     def run_dirs():  # Hydra's default run folder, under the working directory
         return [path for path in (tmp_path / "outputs").glob("*/*")]

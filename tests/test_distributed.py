@@ -119,7 +119,7 @@ def rank_main(rank: int, run_dir, cfg: dict) -> None:
 def ddp_ranks(tmp_path_factory) -> tuple[list[dict], dict, object]:
     """What each of 2 gloo ranks computed (its parameters after one step, per loss; its
     evaluations), the evaluation config, and the folder that holds the evaluated model."""
-    from conftest import compose_config
+    from tests.helpers.config import compose_config
 
     run_dir = tmp_path_factory.mktemp("ddp")
     cfg = OmegaConf.to_container(compose_config(EVAL_OVERRIDES))

@@ -1,17 +1,15 @@
-"""``python -m dml_bench.evaluate`` reproduces the trainer's numbers from a checkpoint."""
+"""``python -m dml_bench.evaluate`` reproduces the trainer's numbers from a checkpoint. The entry
+point's function runs in this process; the one-line error runs the command itself."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
 from omegaconf import OmegaConf
 from PIL import Image
 
 from dml_bench.data.retrieval_dataset import RetrievalDataset
+from dml_bench.evaluate import evaluate
 from dml_bench.visualize.retrievals import (
     FRAME,
     MARGIN,
@@ -23,20 +21,20 @@ from dml_bench.visualize.retrievals import (
     TILE_WIDTH,
 )
 from dml_bench.visualize.thumbnails import thumbnail
+from tests.helpers.config import ROOT
+from tests.helpers.runs import exit_code, hydra_job, run_module
 
 
-def run_evaluate(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "dml_bench.evaluate", *args, "trainer.progress=false",
-                           "hydra.run.dir=" + str(ROOT / "outputs" / "evaluate-tests")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+def run_evaluate(tmp_path, *args: str) -> int:
+    """``python -m dml_bench.evaluate ARGS trainer.progress=false``'s exit status, run in this process."""
+    with hydra_job([*args, "trainer.progress=false"], config_name="evaluate", output_dir=tmp_path / "evaluate") as cfg:
+        return exit_code(evaluate, cfg)
 
 
-def test_evaluating_best_checkpoint_gives_the_runs_metrics(quickstart_run):
+def test_evaluating_best_checkpoint_gives_the_runs_metrics(quickstart_run, tmp_path, capsys):
     checkpoint = quickstart_run / "checkpoints" / "best.pt"
-    result = run_evaluate(f"checkpoint={checkpoint}", "save_embeddings=true")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "| recall@1 " in result.stdout
+    assert run_evaluate(tmp_path, f"checkpoint={checkpoint}", "save_embeddings=true") == 0
+    assert "| recall@1 " in capsys.readouterr().out
     evaluated = json.loads((checkpoint.parent / "eval_metrics.json").read_text())["metrics"]
     trained = json.loads((quickstart_run / "metrics.json").read_text())["metrics"]
     assert evaluated.keys() == trained.keys()
@@ -47,11 +45,10 @@ def test_evaluating_best_checkpoint_gives_the_runs_metrics(quickstart_run):
     assert embeddings.shape == (len(labels), 128) and embeddings.dtype == np.float32
 
 
-def test_visualize_draws_the_retrieval_grids_next_to_the_checkpoint(quickstart_run):
+def test_visualize_draws_the_retrieval_grids_next_to_the_checkpoint(quickstart_run, tmp_path):
     checkpoint = quickstart_run / "checkpoints" / "best.pt"
-    result = run_evaluate(f"checkpoint={checkpoint}", "visualize=true", "retrievals.k=5", "retrievals.queries=3",
-                          "save_embeddings=true")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_evaluate(tmp_path, f"checkpoint={checkpoint}", "visualize=true", "retrievals.k=5",
+                        "retrievals.queries=3", "save_embeddings=true") == 0
     # The worst queries by AP@R and their nearest, from a float64 brute force on the saved embeddings.
     embeddings = np.load(checkpoint.parent / "embeddings" / "query.npy").astype(np.float64)
     labels = np.load(checkpoint.parent / "embeddings" / "query_labels.npy")
@@ -81,15 +78,16 @@ def test_visualize_draws_the_retrieval_grids_next_to_the_checkpoint(quickstart_r
             assert np.array_equal(picture, np.asarray(thumbnail(test_set, index, PICTURE)))
 
 
-def test_command_line_overrides_replace_the_saved_config(quickstart_run):
+
+def test_command_line_overrides_replace_the_saved_config(quickstart_run, tmp_path):
     checkpoint = quickstart_run / "checkpoints" / "last.pt"
-    result = run_evaluate(f"checkpoint={checkpoint}", "evaluation.recall_ks=[1,16]")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_evaluate(tmp_path, f"checkpoint={checkpoint}", "evaluation.recall_ks=[1,16]") == 0
     metrics = json.loads((checkpoint.parent / "eval_metrics.json").read_text())["metrics"]
     assert {"recall@1", "recall@16"} <= set(metrics) and "recall@2" not in metrics
 
 
 def test_missing_checkpoint_is_a_one_line_error(tmp_path):
-    result = run_evaluate(f"checkpoint={tmp_path / 'nope.pt'}")
+    result = run_module("dml_bench.evaluate", f"checkpoint={tmp_path / 'nope.pt'}", "trainer.progress=false",
+                        f"hydra.run.dir={tmp_path / 'evaluate'}", check=False)
     assert result.returncode == 1
     assert "nope.pt does not exist" in result.stderr and "Traceback" not in result.stderr

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from dml_bench.builders import build_evaluator
 from dml_bench.evaluation import retrieval_metrics
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
+from tests.helpers.config import compose_config
 
 
 class Points(Dataset):

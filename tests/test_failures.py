@@ -5,8 +5,6 @@ import re
 
 import pytest
 import torch
-from conftest import run_train
-from tiny_runs import ENV, tiny_args, tiny_glyphs, tiny_train
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -15,6 +13,8 @@ from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.losses import CrossEntropyLoss
 from dml_bench.results import collect
+from tests.helpers.runs import run_train
+from tests.helpers.tiny_runs import ENV, tiny_args, tiny_glyphs, tiny_train
 
 
 @pytest.fixture(scope="module")

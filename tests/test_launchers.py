@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONFIG_DIR
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from submitit.local.local import LocalJob
-from tiny_runs import process_tree, read_results, start_train, tiny_args, tiny_glyphs, tiny_train
 
 from dml_bench.results import collect
 from dml_bench.submitit_jobs import requeued_overrides
+from tests.helpers.config import CONFIG_DIR
+from tests.helpers.tiny_runs import process_tree, read_results, start_train, tiny_args, tiny_glyphs, tiny_train
 
 # Two epochs of 10 steps, a checkpoint every 3 steps: the job is interrupted in the middle of an epoch.
 RUN = ("trainer.epochs=2", "trainer.checkpoint_every_steps=3")

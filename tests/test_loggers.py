@@ -6,7 +6,6 @@ import json
 import sys
 
 import pytest
-from conftest import compose_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_trainer_surface import make_trainer
 
@@ -16,6 +15,7 @@ from dml_bench.engine.loggers import MLflow, ScalarsCSV, mlflow_key
 from dml_bench.engine.recorders import RunContext, RunFiles, TensorBoard
 from dml_bench.errors import UserError
 from dml_bench.files import read_jsonl
+from tests.helpers.config import compose_config
 
 
 def test_one_or_several_loggers_compose():

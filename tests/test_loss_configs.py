@@ -7,8 +7,6 @@ import math
 
 import pytest
 import torch
-from conftest import CONFIG_DIR, FAST_OVERRIDES, compose_config, run_train
-from hydra.utils import instantiate
 from pytorch_metric_learning.losses import (
     ArcFaceLoss,
     CosFaceLoss,
@@ -18,10 +16,12 @@ from pytorch_metric_learning.losses import (
     SoftTripleLoss,
 )
 
-from dml_bench.builders import build_loss, build_miner
-from dml_bench.engine.optim import param_groups
 from dml_bench.errors import UserError
 from dml_bench.evaluation.mi_terms import ENTROPY, MI_PROXY, TIGHTNESS
+from dml_bench.train import train
+from tests.helpers.build import build_model_and_loss
+from tests.helpers.config import CONFIG_DIR, compose_config
+from tests.helpers.runs import exit_code, fast_overrides, hydra_job, run_train
 
 LOSSES = sorted(p.stem for p in (CONFIG_DIR / "loss").glob("*.yaml"))
 MINERS = sorted(p.stem for p in (CONFIG_DIR / "miner").glob("*.yaml") if p.stem != "none")
@@ -38,10 +38,7 @@ def build(*overrides: str):
     """The quickstart's model, loss, miner and optimizer, built as train.py builds them."""
     cfg = compose_config(["experiment=quickstart", *overrides])
     torch.manual_seed(0)
-    model = instantiate(cfg.model)
-    loss, param_lr = build_loss(cfg, NUM_CLASSES, model.embedding_size)
-    miner = build_miner(cfg, loss)
-    optimizer = instantiate(cfg.optimizer)(param_groups(model, loss, cfg.optimizer.weight_decay, param_lr))
+    model, loss, _, miner, optimizer = build_model_and_loss(cfg, NUM_CLASSES)
     return cfg, model, loss, miner, optimizer
 
 
@@ -129,12 +126,12 @@ def test_miner_with_a_loss_that_takes_no_tuples_is_a_user_error(name):
     assert "pytorch_metric_learning.miners.MultiSimilarityMiner" in message and "miner=none" in message
 
 
-def test_miner_with_cross_entropy_stops_the_run_with_one_paragraph(tmp_path):
-    result = run_train("experiment=quickstart", "miner=batch_hard", *FAST_OVERRIDES, "trainer.device=cpu",
-                       f"hydra.run.dir={tmp_path}", check=False, timeout=300)
-    assert result.returncode == 1
-    assert "Error: miner._target_=pytorch_metric_learning.miners.BatchHardMiner" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_miner_with_cross_entropy_stops_the_run_with_one_paragraph(tmp_path, capsys):
+    with hydra_job(["experiment=quickstart", "miner=batch_hard", *fast_overrides()], output_dir=tmp_path) as cfg:
+        assert exit_code(train, cfg) == 1
+    stderr = capsys.readouterr().err
+    assert "Error: miner._target_=pytorch_metric_learning.miners.BatchHardMiner" in stderr
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.parametrize("loss_class", [ArcFaceLoss, CosFaceLoss, NormalizedSoftmaxLoss, ProxyAnchorLoss,
@@ -158,7 +155,7 @@ def test_classifier_losses_read_mined_tuples_as_sample_weights(loss_class):
 def test_every_loss_config_trains_end_to_end_on_the_quickstart(name, tmp_path):
     sampler = "m_per_class" if name in PAIRWISE else "random"
     run_train("experiment=quickstart", f"loss={name}", f"miner={USUAL_MINER.get(name, 'none')}",
-              f"sampler={sampler}", *FAST_OVERRIDES, "trainer.device=cpu", f"hydra.run.dir={tmp_path}")
+              f"sampler={sampler}", *fast_overrides(), f"hydra.run.dir={tmp_path}")
     lines = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [0, 1]
     assert math.isfinite(lines[1]["train_loss"]) and set(lines[1]["mi"]) == {TIGHTNESS, ENTROPY, MI_PROXY}

@@ -3,10 +3,10 @@ history.jsonl and TensorBoard; and the epoch length in the run's log."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -41,7 +41,7 @@ def test_mi_terms_are_those_of_the_evaluated_test_embeddings(quickstart_run):
     model = instantiate(cfg.model)
     model.load_state_dict(torch.load(quickstart_run / "checkpoints" / "last.pt", weights_only=False)["model"])
     transform = instantiate(cfg.dataset.test_transform)
-    test_set = RetrievalDataset(ROOT / cfg.dataset.root, cfg.dataset.query_split, transform)
+    test_set = RetrievalDataset(Path(cfg.dataset.root), cfg.dataset.query_split, transform)
     loader = make_loader(test_set, 200, num_workers=0)
     embeddings, labels = extract_embeddings(model, loader, torch.device("cpu"), progress=False)
     expected = mi_terms(embeddings, labels)
@@ -62,7 +62,7 @@ def test_tensorboard_holds_the_mi_terms_at_every_evaluation(quickstart_run):
 
 def test_the_epoch_length_is_logged_at_the_start(quickstart_run):
     cfg = OmegaConf.load(quickstart_run / ".hydra" / "config.yaml")
-    images = len(read_split(split_file(ROOT / cfg.dataset.root, cfg.dataset.train_split)))
+    images = len(read_split(split_file(cfg.dataset.root, cfg.dataset.train_split)))
     batch = cfg.trainer.batch_size
     expected = (f"epoch length: {images // batch} batches of {batch} = {images // batch * batch} "
                 f"of the {images} training images (UniformSampler)")

@@ -5,15 +5,15 @@ import json
 
 import pytest
 import torch
-from conftest import MINIATURE_RUN_OVERRIDES, ONE_THREAD_ENV, run_train, selected_epoch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dml_bench.data import RetrievalDataset
 from dml_bench.evaluation import retrieval_metrics
 from dml_bench.evaluation.per_query import check_against_metrics, load_per_query
-from tests.miniature_datasets import prepare_miniature
+from dml_bench.train import train
+from tests.helpers.miniature_datasets import prepare_miniature
+from tests.helpers.runs import MINIATURE_RUN_OVERRIDES, hydra_job, selected_epoch
 
 TRAIN_CLASSES, TEST_CLASSES, IMAGES_PER_CLASS = (1, 2, 3, 4, 5), (101, 102), 4
 
@@ -25,14 +25,16 @@ def cub_root(tmp_path_factory):
 
 
 def quickstart_on_cub(cub_root, run_dir, *overrides):
-    run_train("experiment=quickstart", "dataset=cub200", f"dataset.root={cub_root}", *MINIATURE_RUN_OVERRIDES,
-              *overrides, f"hydra.run.dir={run_dir}", env=ONE_THREAD_ENV)
-    return json.loads((run_dir / "metrics.json").read_text())
+    """The run's metrics.json and config; trained in this process."""
+    with hydra_job(["experiment=quickstart", "dataset=cub200", f"dataset.root={cub_root}", *MINIATURE_RUN_OVERRIDES,
+                    *overrides], output_dir=run_dir) as cfg:
+        train(cfg)
+    return json.loads((run_dir / "metrics.json").read_text()), cfg
 
 
 def test_one_quickstart_epoch_on_a_prepared_cub(cub_root, tmp_path):
     run = tmp_path / "run"
-    summary = quickstart_on_cub(cub_root, run)
+    summary, _ = quickstart_on_cub(cub_root, run)
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert summary["best_epoch"] == selected_epoch(history, "recall@1") and summary["status"] == "completed"
     assert summary["metrics"]["num_queries"] == len(TEST_CLASSES) * IMAGES_PER_CLASS
@@ -41,7 +43,7 @@ def test_one_quickstart_epoch_on_a_prepared_cub(cub_root, tmp_path):
 
 def test_rigorous_protocol_reports_the_test_metrics_of_the_validation_selected_checkpoint(cub_root, tmp_path):
     run = tmp_path / "run"
-    summary = quickstart_on_cub(cub_root, run, "protocol=rigorous", "trainer.epochs=2")
+    summary, cfg = quickstart_on_cub(cub_root, run, "protocol=rigorous", "trainer.epochs=2")
     assert summary["selected_on"] == "validation" and summary["monitor"] == "map@r"
     # 20 % of 5 training classes: 1 class held out; the test split is untouched.
     assert summary["validation_metrics"]["num_queries"] == IMAGES_PER_CLASS
@@ -52,7 +54,6 @@ def test_rigorous_protocol_reports_the_test_metrics_of_the_validation_selected_c
     assert all(h["metrics"]["num_queries"] == IMAGES_PER_CLASS for h in history)
 
     # Recompute the test metrics from best.pt, outside the trainer.
-    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     model = instantiate(cfg.model)
     state = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     assert state["epoch"] == summary["best_epoch"]

@@ -6,10 +6,11 @@ import json
 
 import pytest
 import yaml
-from conftest import MINIATURE_RUN_OVERRIDES, ONE_THREAD_ENV, run_train, selected_epoch
 
 from dml_bench.results import PAPER_RECALL
-from tests.miniature_datasets import prepare_miniature
+from dml_bench.train import train
+from tests.helpers.miniature_datasets import prepare_miniature
+from tests.helpers.runs import MINIATURE_RUN_OVERRIDES, hydra_job, run_train, selected_epoch
 
 # Enough images for batches of 4: classes on both sides of each benchmark's train/test boundary.
 MINIATURE_CLASSES = {
@@ -38,7 +39,7 @@ def test_each_paper_experiment_trains_a_few_iterations(data_dir, tmp_path):
     # swept experiment, where model.pretrained and the transforms' resize may not exist yet: hence
     # Hydra's add-or-override form (++).
     run_train("-m", f"experiment={','.join(EXPERIMENTS)}", f"data_dir={data_dir}",
-              *(f"++{override}" for override in SMALL_RUN), f"hydra.sweep.dir={sweep}", env=ONE_THREAD_ENV)
+              *(f"++{override}" for override in SMALL_RUN), f"hydra.sweep.dir={sweep}")
     for job, (experiment, dataset) in enumerate(EXPERIMENTS.items()):
         run = sweep / str(job)
         summary = json.loads((run / "metrics.json").read_text())
@@ -56,8 +57,9 @@ def test_each_paper_experiment_trains_a_few_iterations(data_dir, tmp_path):
 
 def test_a_pairwise_loss_on_a_paper_experiment(data_dir, tmp_path):
     run = tmp_path / "run"
-    run_train("experiment=paper_cub", "loss=contrastive", "miner=multi_similarity", "sampler=m_per_class",
-              "sampler.m=2", f"data_dir={data_dir}", *SMALL_RUN, f"hydra.run.dir={run}", env=ONE_THREAD_ENV)
+    with hydra_job(["experiment=paper_cub", "loss=contrastive", "miner=multi_similarity", "sampler=m_per_class",
+                    "sampler.m=2", f"data_dir={data_dir}", *SMALL_RUN], output_dir=run) as cfg:
+        train(cfg)  # in this process: the command line is the multirun's, above
     summary = json.loads((run / "metrics.json").read_text())
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert summary["best_epoch"] == selected_epoch(history, "recall@1")

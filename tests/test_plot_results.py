@@ -3,19 +3,18 @@
 import json
 
 import pytest
-from conftest import FAST_OVERRIDES, run_train
 from matplotlib.image import imread
 
 from dml_bench.evaluation.mi_terms import MI_PROXY
 from scripts.plot_results import load_runs
 from scripts.plot_results import main as plot_main
+from tests.helpers.runs import fast_overrides, run_train
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     sweep = tmp_path_factory.mktemp("sweep")
-    run_train("-m", "experiment=quickstart_ms,quickstart_proxy_anchor", *FAST_OVERRIDES,
-              "trainer.device=cpu", f"hydra.sweep.dir={sweep}")
+    run_train("-m", "experiment=quickstart_ms,quickstart_proxy_anchor", *fast_overrides(), f"hydra.sweep.dir={sweep}")
     return sweep
 
 

@@ -25,7 +25,7 @@ from dml_bench.data.prepare.extract import safe_extract
 from dml_bench.data.split_files import Marker, read_marker, read_split
 from dml_bench.errors import UserError
 from dml_bench.prepare_data import main
-from tests.miniature_datasets import MINIATURE_BUILDERS, write_zip
+from tests.helpers.miniature_datasets import MINIATURE_BUILDERS, write_zip
 
 MINI = {"check_standard_counts": False, "skip_checksum": True}
 

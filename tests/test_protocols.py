@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from conftest import CONFIG_DIR, compose_config
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -16,6 +15,7 @@ from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import Evaluation
 from dml_bench.files import read_jsonl
 from dml_bench.losses import CrossEntropyLoss
+from tests.helpers.config import CONFIG_DIR, compose_config
 
 
 def write_split(root, images_per_class: dict[int, int]) -> RetrievalDataset:

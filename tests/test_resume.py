@@ -7,7 +7,10 @@ import json
 import pytest
 import torch
 from omegaconf import OmegaConf
-from tiny_runs import (
+
+from dml_bench.train import train
+from tests.helpers.runs import exit_code, hydra_job
+from tests.helpers.tiny_runs import (
     kill_when,
     read_results,
     start_train,
@@ -94,17 +97,25 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_afresh(dat
     assert_same_run(run_dir, reference)
 
 
-def test_resume_with_another_config_names_the_keys_and_the_run_command(data, reference):
+def train_in_process(*args: str, capsys) -> tuple[int, str]:
+    """The exit status and stderr of ``python -m dml_bench.train ARGS``, run in this process (for
+    runs that stop before training: the resume checks come first)."""
+    with hydra_job(args) as cfg:
+        code = exit_code(train, cfg)
+    return code, capsys.readouterr().err
+
+
+def test_resume_with_another_config_names_the_keys_and_the_run_command(data, reference, capsys):
     lr = OmegaConf.load(reference / ".hydra" / "config.yaml").optimizer.lr
-    result = tiny_train(*tiny_args(data, f"optimizer.lr={lr * 2}", f"resume={reference}"), check=False)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    code, stderr = train_in_process(*tiny_args(data, f"optimizer.lr={lr * 2}", f"resume={reference}"), capsys=capsys)
+    assert code == 1 and "Traceback" not in stderr
     assert (f"resume={reference} continues that run with the config it was started with, but this command changes "
             f"a setting: optimizer.lr is {lr!r} in the run and {lr * 2!r} here. Give the run's own overrides again: "
-            "python -m dml_bench.train experiment=quickstart") in result.stderr
+            "python -m dml_bench.train experiment=quickstart") in stderr
     assert OmegaConf.load(reference / ".hydra" / "config.yaml").optimizer.lr == lr  # left as it was
 
 
-def test_resume_of_a_folder_that_is_no_run_says_so(data, tmp_path):
-    result = tiny_train(*tiny_args(data, f"resume={tmp_path}"), check=False)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert f"resume={tmp_path} is not a run folder" in result.stderr
+def test_resume_of_a_folder_that_is_no_run_says_so(data, tmp_path, capsys):
+    code, stderr = train_in_process(*tiny_args(data, f"resume={tmp_path}"), capsys=capsys)
+    assert code == 1 and "Traceback" not in stderr
+    assert f"resume={tmp_path} is not a run folder" in stderr

@@ -403,8 +403,7 @@ def test_no_query_with_a_positive_is_an_error():
         retrieval_metrics(x, labels, x, labels + 100)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu  # skipped without CUDA by tests/conftest.py
 def test_cuda_matches_cpu(backend):
     x, labels = clustered(300, 16, 20, seed=7)
     on_cpu = retrieval_metrics(x, labels, recall_ks=(1, 4, 16), backend=backend)

@@ -1,14 +1,13 @@
-"""A two-job multirun, the results table built from it, and its jobs' names in TensorBoard."""
+"""A two-job multirun (conftest's ``loss_sweep``), the results table built from it, and its jobs'
+names in TensorBoard."""
 
 import csv
+import shutil
 
-from conftest import FAST_OVERRIDES, run_train
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 from scripts.collect_results import main as collect_main
-
-SWEEP = ("experiment=quickstart", "loss=cross_entropy,contrastive", "logger=[tensorboard,csv]", *FAST_OVERRIDES,
-         "trainer.device=cpu")
+from tests.helpers.runs import LOSS_SWEEP, fast_overrides, run_train
 
 
 def tensorboard_runs(folder) -> list[str]:
@@ -16,9 +15,8 @@ def tensorboard_runs(folder) -> list[str]:
     return sorted(EventMultiplexer().AddRunsFromDirectory(str(folder)).Runs())
 
 
-def test_multirun_over_two_losses_and_results_table(tmp_path, capsys):
-    sweep_dir = tmp_path / "sweep"
-    run_train("-m", *SWEEP, f"hydra.sweep.dir={sweep_dir}")
+def test_multirun_over_two_losses_and_results_table(loss_sweep, capsys):
+    sweep_dir = loss_sweep
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert jobs == ["0", "1"]
     assert all((sweep_dir / job / "metrics.json").is_file() for job in jobs)
@@ -40,9 +38,12 @@ def test_multirun_over_two_losses_and_results_table(tmp_path, capsys):
     assert sorted(r["loss"] for r in rows) == ["contrastive", "cross_entropy"]
     assert all(0 <= float(r["recall@1"]) <= 1 for r in rows)
 
-    # A job resumed later writes its events under the same name.
+
+def test_a_job_resumed_later_writes_its_events_under_the_same_name(loss_sweep, tmp_path):
+    sweep_dir = tmp_path / "sweep"  # a copy: the session's sweep stays as other tests read it
+    shutil.copytree(loss_sweep, sweep_dir)
     job = sweep_dir / "0"
-    overrides = [o for o in SWEEP if not o.startswith("loss=")]
-    run_train(*overrides, "loss=cross_entropy", f"resume={job}")
+    overrides = [o for o in LOSS_SWEEP if not o.startswith("loss=")]
+    run_train(*overrides, *fast_overrides(), "loss=cross_entropy", f"resume={job}")
     assert tensorboard_runs(sweep_dir) == ["0/tb/loss=cross_entropy", "1/tb/loss=contrastive"]
     assert len(list((job / "tb" / "loss=cross_entropy").glob("events.out.tfevents.*"))) == 2

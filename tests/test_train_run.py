@@ -1,12 +1,14 @@
 """A real one-epoch CPU training run on the embedded data leaves every promised file behind."""
 
 import json
+import subprocess
 
 import torch
-from conftest import selected_epoch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dml_bench.evaluation.metric_names import MAP_AT_R, R_PRECISION, eval_tag, recall_key
+from tests.helpers.config import ROOT
+from tests.helpers.runs import selected_epoch
 
 METRICS = [recall_key(k) for k in (1, 2, 4, 8)] + [MAP_AT_R, R_PRECISION]
 
@@ -40,7 +42,18 @@ def test_run_info_records_provenance(quickstart_run):
     info = json.loads((quickstart_run / "run_info.json").read_text())
     assert info["seed"] == 0 and info["device"].startswith("cpu") and info["tf32"] is False
     assert {"torch", "pytorch-metric-learning", "hydra-core"} <= set(info["packages"])
-    assert "git_commit" in info
+    head = checkout_head()  # the run's commit, "-dirty" when it had changes to tracked files
+    commit = info["git_commit"]
+    assert commit is None if head is None else isinstance(commit, str) and commit.removesuffix("-dirty") == head
+
+
+def checkout_head() -> str | None:
+    """The commit git says the checkout the run came from is at; None outside a git checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def test_checkpoint_holds_everything_to_resume(quickstart_run):

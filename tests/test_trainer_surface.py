@@ -130,9 +130,8 @@ def test_only_rank_zero_records_and_a_plain_recorder_records_nothing(tmp_path):
 
 
 def test_evaluation_loaders_follow_the_trainer_settings_and_the_seed():
-    from conftest import compose_config
-
     from dml_bench.builders import build_eval_loaders
+    from tests.helpers.config import compose_config
 
     cfg = compose_config(["trainer.pin_memory=true", "seed=7", "trainer.num_workers=0", "evaluation.batch_size=3"])
     loaders = build_eval_loaders(cfg, {"query": Points()}, torch.device("cpu"))

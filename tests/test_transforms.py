@@ -4,7 +4,6 @@ give its crop box, flip and jitter, so outputs differ only by resampling and rou
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
 from hydra.utils import instantiate
 from PIL import Image
 from torchvision import transforms as T
@@ -13,6 +12,7 @@ from dml_bench.bench.synthetic import photo_like
 from dml_bench.data import transforms
 from dml_bench.data.decode import read_rgb
 from dml_bench.data.transforms import TrainTransform, resized_size
+from tests.helpers.config import compose_config
 
 # Mean absolute difference (0-255 levels) below which two outputs are the same augmentation:
 # measured 0.03-4.4 for the same parameters, 26-46 for different ones.

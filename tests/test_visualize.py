@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
 from google.protobuf import text_format
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -37,6 +36,7 @@ from dml_bench.visualize.retrievals import (
     retrieval_grids,
     retrieval_rows,
 )
+from tests.helpers.config import ROOT
 
 WHITE = (255, 255, 255)
 

@@ -1,6 +1,6 @@
 """The smallest real training runs, for the reliability tests (resume, determinism, failures, DDP).
 
-``tiny_glyphs(folder)`` writes split files that list a subset of the test glyphs (6 images of each
+``tiny_glyphs(folder)`` writes split files that list a subset of the session's glyphs (6 images of each
 training class, 4 of each test class; the images themselves are linked, not copied), and
 ``tiny_args`` trains a two-block CNN on 16-pixel crops of them for 3 epochs of 10 steps.
 ``tiny_csv(folder, ...)`` writes a ``dataset=csv`` folder of a few tiny PNGs, and ``tiny_csv_args``
@@ -18,13 +18,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from conftest import ONE_THREAD_ENV, ROOT, run_train
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dml_bench.data.glyphs import prepare_glyphs
+from tests.helpers import session
+from tests.helpers.config import ROOT
+from tests.helpers.runs import ONE_THREAD_ENV, run_train
 
-GLYPHS = ROOT / "data" / "glyphs-tests"  # the data FAST_OVERRIDES uses, with its settings
 PER_CLASS = {"train": 6, "test": 4}
 # Runs compared for equality must also use the same number of threads.
 ENV = ONE_THREAD_ENV
@@ -46,12 +46,12 @@ TINY_OVERRIDES = [
 
 
 def tiny_glyphs(folder: Path) -> Path:
-    prepare_glyphs(GLYPHS, renderings_per_font=1, min_per_class=5)
+    glyphs = session.glyphs_root()  # the data fast_overrides() uses
     (folder / "splits").mkdir(parents=True, exist_ok=True)
     if not (folder / "images").exists():
-        (folder / "images").symlink_to(GLYPHS / "images")
+        (folder / "images").symlink_to(glyphs / "images")
     for split, keep in PER_CLASS.items():
-        with open(GLYPHS / "splits" / f"{split}.csv", newline="") as f:
+        with open(glyphs / "splits" / f"{split}.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         kept, seen = [], defaultdict(int)
         for row in rows:
@@ -134,9 +134,10 @@ def torchrun_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
-def start_train(*args: str, launcher=(sys.executable, "-m"), cwd=ROOT) -> subprocess.Popen:
-    """``python -m dml_bench.train ARGS`` (or ``torchrun ... -m``) in the background."""
-    return subprocess.Popen([*launcher, "dml_bench.train", *args], cwd=cwd,
+def start_train(*args: str, launcher=(sys.executable, "-m"), cwd=None) -> subprocess.Popen:
+    """``python -m dml_bench.train ARGS`` (or ``torchrun ... -m``) in the background, from ``cwd``
+    (the session folder by default)."""
+    return subprocess.Popen([*launcher, "dml_bench.train", *args], cwd=cwd or session.folder(),
                             env={**os.environ, "PYTHONPATH": str(ROOT), **ENV},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

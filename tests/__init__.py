@@ -1,0 +1,1 @@
+"""The test suite; what several test files share lives in tests/helpers/."""
