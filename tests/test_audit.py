@@ -3,15 +3,17 @@
 import csv
 import json
 import subprocess
+from pathlib import Path
 
 import torch
 import torchvision
+from omegaconf import OmegaConf
 
 from dml_bench import builders
 from dml_bench.engine.audit import audit_card, batchnorm_state, sha256
 from dml_bench.engine.distributed import World
 from dml_bench.models import Embedder, SmallConvNet, TorchvisionBackbone
-from tests.helpers.config import ROOT, compose_config
+from tests.helpers.config import compose_config
 from tests.helpers.runs import fast_overrides
 
 
@@ -81,8 +83,9 @@ def test_a_run_prints_its_card_and_keeps_it_in_run_info(quickstart_run):
     assert card["batchnorm"] == "trained (4 BatchNorm2d)"  # SmallConvNet's four conv-BN-ReLU blocks
     assert (card["embedding_size"], card["selected_on"], card["protocol"]) == (128, "test", "paper")
     splits = {role: (s["images"], s["classes"]) for role, s in card["splits"].items()}
-    assert splits == {"train": split_counts(ROOT / "data/glyphs-tests/splits/train.csv"),
-                      "query": split_counts(ROOT / "data/glyphs-tests/splits/test.csv")}
+    root = Path(OmegaConf.load(quickstart_run / ".hydra" / "config.yaml").dataset.root)
+    assert splits == {"train": split_counts(root / "splits" / "train.csv"),
+                      "query": split_counts(root / "splits" / "test.csv")}
     log = (quickstart_run / "train.log").read_text()
     assert "audit card" in log and "weights    random init" in log
     assert "selection  protocol=paper: the epoch is selected on test by recall@1" in log
