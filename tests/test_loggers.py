@@ -7,7 +7,6 @@ import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_trainer_surface import make_trainer
 
 from dml_bench.builders import build_recorder
 from dml_bench.engine.distributed import World
@@ -16,6 +15,7 @@ from dml_bench.engine.recorders import RunContext, RunFiles, TensorBoard
 from dml_bench.errors import UserError
 from dml_bench.files import read_jsonl
 from tests.helpers.config import compose_config
+from tests.test_trainer_surface import make_trainer
 
 
 def test_one_or_several_loggers_compose():
