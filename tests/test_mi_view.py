@@ -16,6 +16,7 @@ from dml_bench.data.retrieval_dataset import RetrievalDataset
 from dml_bench.data.split_files import read_split, split_file
 from dml_bench.evaluation.embed import extract_embeddings
 from dml_bench.evaluation.mi_terms import ENTROPY, MI_PROXY, TIGHTNESS, mi_terms
+from tests.helpers.runs import tensorboard_dir
 
 MI_KEYS = (TIGHTNESS, ENTROPY, MI_PROXY)
 
@@ -51,7 +52,7 @@ def test_mi_terms_are_those_of_the_evaluated_test_embeddings(quickstart_run):
 
 
 def test_tensorboard_holds_the_mi_terms_at_every_evaluation(quickstart_run):
-    events = EventAccumulator(str(quickstart_run / "tb"))
+    events = EventAccumulator(str(tensorboard_dir(quickstart_run)))
     events.Reload()
     logged = history(quickstart_run)
     for key in MI_KEYS:

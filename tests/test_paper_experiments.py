@@ -1,4 +1,4 @@
-"""experiment=paper_*: every value of the paper's recipe (reference/recipes.md section 1), written
+"""experiment=paper_*: every value of the paper's recipe (docs/reference/recipe.md), written
 out here by hand, checked in the composed config and in the objects built from it."""
 
 import math

@@ -8,7 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from dml_bench.evaluation.metric_names import MAP_AT_R, R_PRECISION, eval_tag, recall_key
 from tests.helpers.config import ROOT
-from tests.helpers.runs import selected_epoch
+from tests.helpers.runs import selected_epoch, tensorboard_dir
 
 METRICS = [recall_key(k) for k in (1, 2, 4, 8)] + [MAP_AT_R, R_PRECISION]
 
@@ -17,7 +17,7 @@ def test_run_writes_every_file(quickstart_run):
     for name in ("metrics.json", "history.jsonl", "run_info.json", "checkpoints/last.pt",
                  "checkpoints/best.pt", ".hydra/config.yaml", ".hydra/overrides.yaml"):
         assert (quickstart_run / name).is_file(), name
-    assert list((quickstart_run / "tb").glob("events.out.tfevents.*"))
+    assert list(tensorboard_dir(quickstart_run).glob("events.out.tfevents.*"))
 
 
 def test_metrics_json_holds_the_selected_epoch(quickstart_run):
@@ -63,7 +63,7 @@ def test_checkpoint_holds_everything_to_resume(quickstart_run):
 
 
 def test_tensorboard_events_hold_the_listed_tags(quickstart_run):
-    events = EventAccumulator(str(quickstart_run / "tb"))
+    events = EventAccumulator(str(tensorboard_dir(quickstart_run)))
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/lr"} <= tags

@@ -37,6 +37,7 @@ from dml_bench.visualize.retrievals import (
     retrieval_rows,
 )
 from tests.helpers.config import ROOT
+from tests.helpers.runs import tensorboard_dir
 
 WHITE = (255, 255, 255)
 
@@ -259,12 +260,12 @@ def test_the_quickstart_logs_its_selected_epoch(quickstart_run):
     assert cfg.trainer.log_retrievals
     best_epoch = json.loads((quickstart_run / "metrics.json").read_text())["best_epoch"]
     best = next(record for record in read_jsonl(quickstart_run / "history.jsonl") if record["epoch"] == best_epoch)
-    drawn = images(quickstart_run / "tb")
+    drawn = images(tensorboard_dir(quickstart_run))
     k, rows = cfg.retrievals.k, cfg.retrievals.queries
     for tag in ("retrievals/sample", "retrievals/worst"):  # each new best drawn, the best one last
         assert drawn[tag][-1].step == best["step"]
         assert {(e.width, e.height) for e in drawn[tag]} == {((1 + k) * TILE_WIDTH, rows * TILE_HEIGHT)}
-    embedding, vectors, metadata = read_projector(quickstart_run / "tb")
+    embedding, vectors, metadata = read_projector(tensorboard_dir(quickstart_run))
     test_set = RetrievalDataset(ROOT / cfg.dataset.root, cfg.dataset.query_split,
                                 instantiate(cfg.dataset.test_transform))
     assert len(metadata) == min(cfg.projector.max_points, len(test_set))

@@ -4,7 +4,7 @@ The classes below are imported on first use: ``dml_bench.data.benchmarks`` and t
 format are read without importing torch (the Makefile looks benchmarks up that way).
 """
 
-import importlib
+from dml_bench.lazy import lazy_attributes
 
 _EXPORTS = {
     "MPerClassSampler": "dml_bench.data.samplers",
@@ -15,8 +15,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

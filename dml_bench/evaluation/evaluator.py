@@ -97,8 +97,4 @@ class RetrievalEvaluator:
         if self.euclidean_recall:
             euclidean = retrieval_metrics(*sets, distance="euclidean", **options)
             metrics.update({euclidean_key(recall_key(k)): euclidean[recall_key(k)] for k in self.recall_ks})
-        return Evaluation(metrics, e, per_query)
-        metrics, per_query = retrieval_metrics(e["query"], e["query_labels"], e.get("gallery"),
-                                               e.get("gallery_labels"), recall_ks=self.recall_ks,
-                                               distance=self.distance, backend=self.backend, per_query=True)
         return Evaluation(metrics, e, per_query, self.split)

@@ -108,3 +108,10 @@ def selected_epoch(history: list[dict], monitor: str) -> int:
     """The epoch a run must report, from its history.jsonl: the best on ``monitor`` among all its
     evaluations, epoch 0 included; of tied ones, the latest (docs/paper.md)."""
     return max(reversed(history), key=lambda record: record["metrics"][monitor])["epoch"]
+
+
+def tensorboard_dir(run_dir: Path) -> Path:
+    """The folder of a run's TensorBoard events: ``tb/`` of a single run, ``tb/<what the sweep
+    varies>/`` of a multirun's job."""
+    (events, *_) = sorted(Path(run_dir).glob("tb/**/events.out.tfevents.*"))
+    return events.parent

@@ -5,7 +5,7 @@ benchmarks' specs (``dml_bench.data.benchmarks``, which imports the modules of t
 not pull in the preparer, nor the preparer the specs before they are defined.
 """
 
-import importlib
+from dml_bench.lazy import lazy_attributes
 
 _EXPORTS = {
     "prepare_dataset": "dml_bench.data.prepare.pipeline",
@@ -15,8 +15,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)
