@@ -2,13 +2,15 @@
 """Print a Markdown table of runs (seeds aggregated: mean ± 95% CI, count) and write it as CSV.
 
     python scripts/collect_results.py outputs/multirun/2026-11-28/12-00-00 [MORE_DIRS...] [--csv FILE] [--per-run]
-        [--compare KEY=VALUE [--comparison-csv FILE] [--bootstrap-samples N] [--bootstrap-seed S]]
+        [--by KEY[,KEY...]] [--compare KEY=VALUE [--comparison-csv FILE] [--bootstrap-samples N] [--bootstrap-seed S]]
 
 Runs of experiment=paper_* are also compared with the paper's Recall@K. With --compare (e.g.
 --compare loss=cross_entropy), every other configuration is set against that baseline: the
 difference of each metric over runs matched by seed (and protocol.fold), its paired t 95% CI,
 paired t and Wilcoxon p-values with Holm's correction; a configuration with a single run is
-compared by a paired bootstrap over the test queries (per_query.npz in both run folders).
+compared by a paired bootstrap over the test queries (per_query.npz in both run folders). With
+--by (e.g. --by loss), runs are grouped and compared by those overrides alone, the others ignored:
+the winners of equal-budget searches differ in each tuned hyperparameter (docs/comparisons.md).
 """
 
 import argparse
@@ -24,6 +26,9 @@ def main(argv=None) -> int:
     parser.add_argument("paths", nargs="+", help="sweep or run folders (searched recursively)")
     parser.add_argument("--csv", type=Path, help="CSV file to write (default: results.csv in the first folder)")
     parser.add_argument("--per-run", action="store_true", help="one row per run instead of per group of seeds")
+    parser.add_argument("--by", metavar="KEY[,KEY...]", type=lambda text: text.split(","),
+                        help="group (and --compare) runs by these overrides only, e.g. --by loss for the "
+                             "winners of equal-budget searches, whose tuned hyperparameters differ")
     parser.add_argument("--compare", metavar="KEY=VALUE",
                         help="baseline configuration to set every other against, e.g. loss=cross_entropy")
     parser.add_argument("--comparison-csv", type=Path,
@@ -35,10 +40,11 @@ def main(argv=None) -> int:
     if args.bootstrap_samples < 1:
         parser.error("--bootstrap-samples must be positive")
     try:
-        table, headers, rows = collect(args.paths, per_run=args.per_run)
+        table, headers, rows = collect(args.paths, per_run=args.per_run, by=args.by)
         if args.compare:
             comparison, comparison_headers, comparison_rows = collect_comparison(
-                args.paths, args.compare, bootstrap_samples=args.bootstrap_samples, bootstrap_seed=args.bootstrap_seed
+                args.paths, args.compare, bootstrap_samples=args.bootstrap_samples, bootstrap_seed=args.bootstrap_seed,
+                by=args.by,
             )
     except (FileNotFoundError, UserError) as error:
         print(f"Error: {error}", file=sys.stderr)
