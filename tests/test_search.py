@@ -141,6 +141,18 @@ def test_the_objective_is_validation_map_at_r_never_a_test_metric(search_dir):
     assert {k: best[0][k] for k in results["best_params"]} == {k: str(v) for k, v in results["best_params"].items()}
 
 
+@pytest.mark.slow
+def test_a_failed_trial_counts_against_the_budget_and_the_search_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"  # lr 1e12 makes the loss diverge: its trial returns None
+    result = run_train("-m", *tiny_args(tiny_glyphs(tmp_path / "data"), "trainer.epochs=1", "search=cross_entropy",
+                                        "hydra.sweeper.n_trials=2", "optimizer.lr=choice(1e12, 0.1)",
+                                        f"hydra.sweep.dir={sweep}"), env=ENV)
+    assert "Failed experiment" in result.stderr + result.stdout
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert sum((sweep / job / "metrics.json").is_file() for job in ("0", "1")) == 1
+    assert yaml.safe_load((sweep / RESULTS_FILE).read_text())["best_params"]["optimizer.lr"] == 0.1
+
+
 def constructed_sweep(root: Path) -> Path:
     """A search folder as hydra-optuna-sweeper leaves it, with two trials; trial 1 is the best."""
     sweep = root / "sweep"
