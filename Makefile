@@ -20,7 +20,17 @@ SWEEP_EXPERIMENTS ?= quickstart,quickstart_spce,quickstart_contrastive,quickstar
 # epochs would handicap it in the comparison.
 SWEEP_EPOCHS ?= 8
 
-.PHONY: setup train test test-all sweep results tensorboard data paper lint clean
+# make compare: each loss's equal-budget search, its winner retrained with seeds, the comparison
+# with cross-entropy and its plot (docs/comparisons.md). The default budget suits a 2-core CPU.
+COMPARE_LOSSES ?= cross_entropy contrastive multi_similarity triplet proxy_anchor spce
+COMPARE_EXPERIMENT ?= quickstart
+COMPARE_TRIALS ?= 4
+COMPARE_SEEDS ?= 3
+COMPARE_EPOCHS ?= 3
+COMPARE_DIR ?= outputs/compare/$(COMPARE_EXPERIMENT)-$(shell date +%Y%m%d-%H%M%S)
+COMPARE_DIR := $(COMPARE_DIR)
+
+.PHONY: setup train test test-all sweep compare results tensorboard data paper lint clean
 
 train: setup  ## the main job on the embedded quickstart data
 	$(PY) -m dml_bench.train experiment=quickstart $(ARGS)
@@ -46,6 +56,16 @@ sweep: setup  ## cross-entropy vs pairwise losses on the quickstart: results tab
 		hydra.sweep.dir=$(SWEEP_DIR) trainer.progress=false $(ARGS)
 	$(PY) scripts/collect_results.py $(SWEEP_DIR)
 	$(PY) scripts/plot_results.py $(SWEEP_DIR)
+
+compare: setup  ## equal-budget search of each loss, winners retrained with seeds, table and plot against cross-entropy
+	for loss in $(COMPARE_LOSSES); do \
+		$(PY) -m dml_bench.train -m experiment=$(COMPARE_EXPERIMENT) search=$$loss trainer.epochs=$(COMPARE_EPOCHS) \
+			hydra.sweeper.n_trials=$(COMPARE_TRIALS) hydra.sweep.dir=$(COMPARE_DIR)/$$loss trainer.progress=false $(ARGS) \
+		&& $(PY) scripts/retrain_best.py $(COMPARE_DIR)/$$loss --seeds $(COMPARE_SEEDS) || exit 1; \
+	done
+	$(PY) scripts/collect_results.py $(COMPARE_DIR)/*/retrain --by loss --compare loss=cross_entropy \
+		--csv $(COMPARE_DIR)/results.csv > $(COMPARE_DIR)/comparison.md && cat $(COMPARE_DIR)/comparison.md
+	$(PY) scripts/plot_comparison.py $(COMPARE_DIR)/*/retrain --by loss --out $(COMPARE_DIR)/comparison.png
 
 results: setup  ## table of every run under outputs/
 	$(PY) scripts/collect_results.py outputs

@@ -219,18 +219,26 @@ def comparability_warnings(records: list[dict]) -> list[str]:
     return warnings
 
 
-def read_runs(paths: list[str | Path]) -> list[dict]:
+def read_runs(paths: list[str | Path], by: list[str] | None = None) -> list[dict]:
+    """The runs under ``paths``. With ``by``, each run keeps only those overrides (and seed and
+    fold), so that runs are grouped and compared by them alone: the winners of equal-budget
+    searches (docs/comparisons.md) differ in every tuned hyperparameter, but ``by=["loss"]`` sets
+    them side by side."""
     records = [read_run(run) for run in find_runs(paths)]
     if not records:
         raise FileNotFoundError(f"no run folders (with .hydra/config.yaml) under {', '.join(map(str, paths))}")
+    if by:
+        for r in records:
+            r["overrides"] = {k: v for k, v in r["overrides"].items() if k in by or k in REPLICATES}
     return records
 
 
-def collect(paths: list[str | Path], *, per_run: bool = False) -> tuple[str, list[str], list[list]]:
+def collect(paths: list[str | Path], *, per_run: bool = False,
+            by: list[str] | None = None) -> tuple[str, list[str], list[list]]:
     """The text to print and the CSV headers and rows: one row per group of seeds (mean ± 95%
     CI), or one per run with ``per_run``; then the paper comparison when paper experiments are
-    among the runs."""
-    records = read_runs(paths)
+    among the runs. ``by``: see ``read_runs``."""
+    records = read_runs(paths, by)
     if per_run:
         headers, rows = results_table(records)
         text = markdown_table(headers, rows)
@@ -471,8 +479,9 @@ def _na(row: dict, column: str) -> str:
 
 
 def collect_comparison(paths: list[str | Path], baseline: str, *, bootstrap_samples: int = 10000,
-                       bootstrap_seed: int = 0) -> tuple[str, list[str], list[list]]:
-    """``compare`` on the runs under ``paths``: the Markdown to print and the CSV headers and rows."""
-    comparison = compare(read_runs(paths), baseline, bootstrap_samples=bootstrap_samples,
+                       bootstrap_seed: int = 0, by: list[str] | None = None) -> tuple[str, list[str], list[list]]:
+    """``compare`` on the runs under ``paths`` (``by``: see ``read_runs``): the Markdown to print
+    and the CSV headers and rows."""
+    comparison = compare(read_runs(paths, by), baseline, bootstrap_samples=bootstrap_samples,
                          bootstrap_seed=bootstrap_seed)
     return comparison_table(comparison)

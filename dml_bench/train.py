@@ -27,7 +27,9 @@ from dml_bench.utils import report_user_errors, seed_everything
 log = logging.getLogger("dml_bench.train")
 
 
-def train(cfg: DictConfig) -> float:
+def train(cfg: DictConfig) -> float | None:
+    """Returns the validation value of ``trainer.monitor`` at the selected epoch (a search's
+    objective, configs/search/), never a test metric: None under protocol=paper."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     checkpoint = None
     if cfg.resume:
@@ -66,16 +68,17 @@ def train(cfg: DictConfig) -> float:
                       builders.trainer_settings(cfg, run_dir, device, world, amp_dtype),
                       miner=miner, scheduler=scheduler, recorder=recorder, probes={"mi": mi_probe})
     summary = trainer.fit(resume_from=checkpoint)
-    selected = summary["metrics"][cfg.trainer.monitor]
-    if evaluator is not test_evaluator:  # every rank embeds its shard, as during training
+    validated = evaluator is not test_evaluator  # protocol=paper selects on the test split
+    objective = summary["metrics"][cfg.trainer.monitor] if validated else None  # the validation value
+    if validated:  # every rank embeds its shard, as during training
         test_selected_checkpoint(distributed.unwrap(model), test_evaluator, run_dir, device, amp_dtype, summary,
                                  recorder, world)
     distributed.shut_down(world)
-    return selected
+    return objective
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def _main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> float | None:
     return report_user_errors(train, cfg)
 
 

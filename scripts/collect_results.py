@@ -2,7 +2,7 @@
 """Print a Markdown table of runs (seeds aggregated: mean ± 95% CI, count) and write it as CSV.
 
     python scripts/collect_results.py outputs/multirun/2026-11-28/12-00-00 [MORE_DIRS...] [--csv FILE] [--per-run]
-        [--compare KEY=VALUE [--comparison-csv FILE] [--bootstrap-samples N] [--bootstrap-seed S]]
+        [--by KEY[,KEY...]] [--compare KEY=VALUE [--comparison-csv FILE] [--bootstrap-samples N] [--bootstrap-seed S]]
         [--concatenated]
 
 Runs of experiment=paper_* are also compared with the paper's Recall@K. With --compare (e.g.
@@ -13,6 +13,8 @@ compared by a paired bootstrap over the test queries (per_query.npz in both run 
 With --concatenated, the folds of each protocol=cross_validation configuration are also
 evaluated together: each fold's best.pt embeds the test split, the embeddings are concatenated
 and evaluated once (dml_bench/concatenated.py); written to concatenated.csv beside the results CSV.
+With --by (e.g. --by loss), runs are grouped and compared by those overrides alone, the others
+ignored: the winners of equal-budget searches differ in each tuned hyperparameter (docs/comparisons.md).
 """
 
 import argparse
@@ -29,6 +31,9 @@ def main(argv=None) -> int:
     parser.add_argument("paths", nargs="+", help="sweep or run folders (searched recursively)")
     parser.add_argument("--csv", type=Path, help="CSV file to write (default: results.csv in the first folder)")
     parser.add_argument("--per-run", action="store_true", help="one row per run instead of per group of seeds")
+    parser.add_argument("--by", metavar="KEY[,KEY...]", type=lambda text: text.split(","),
+                        help="group (and --compare) runs by these overrides only, e.g. --by loss for the "
+                             "winners of equal-budget searches, whose tuned hyperparameters differ")
     parser.add_argument("--compare", metavar="KEY=VALUE",
                         help="baseline configuration to set every other against, e.g. loss=cross_entropy")
     parser.add_argument("--comparison-csv", type=Path,
@@ -42,10 +47,11 @@ def main(argv=None) -> int:
     if args.bootstrap_samples < 1:
         parser.error("--bootstrap-samples must be positive")
     try:
-        table, headers, rows = collect(args.paths, per_run=args.per_run)
+        table, headers, rows = collect(args.paths, per_run=args.per_run, by=args.by)
         if args.compare:
             comparison, comparison_headers, comparison_rows = collect_comparison(
-                args.paths, args.compare, bootstrap_samples=args.bootstrap_samples, bootstrap_seed=args.bootstrap_seed
+                args.paths, args.compare, bootstrap_samples=args.bootstrap_samples, bootstrap_seed=args.bootstrap_seed,
+                by=args.by,
             )
         if args.concatenated:
             concatenated, concatenated_headers, concatenated_rows = concatenated_table(args.paths)

@@ -43,6 +43,7 @@ GROUP_FILL_INS = {
     "protocol": SMALL_IMAGES,
     "experiment": ["++model.pretrained=false", *SMALL_IMAGES],
     "logger": SMALL_IMAGES,
+    "search": SMALL_IMAGES,
 }
 # The embedding each model config gives: its linear layer's, else the backbone's pooled feature.
 EMBEDDING_SIZES = {"small_cnn": 128, "torchvision": 2048, "timm": 2048, "resnet18": 512, "resnet34": 512,
@@ -237,6 +238,12 @@ def check_logger(option, cfg, run, images, targets, embeddings):
     recorder.flush()
     recorder.close()
     assert list(run_dir.glob(LOGGER_FILES[option])), option
+
+
+def check_search(option, cfg, run, images, targets, embeddings):
+    """A search trains its loss under a validation protocol, its objective never a test metric."""
+    assert cfg.search.name == option and option.replace("_", "") in type(run.loss).__name__.lower()
+    assert run.evaluator is not run.test_evaluator and cfg.trainer.monitor == MAP_AT_R
 
 
 CHECKS = {name.removeprefix("check_"): check for name, check in list(globals().items()) if name.startswith("check_")}

@@ -1,0 +1,110 @@
+"""Equal-budget search (``search=NAME``, configs/search/, docs/comparisons.md): the refusal of
+``protocol=paper``, and the retraining of a sweep's winner with several seeds.
+
+A search file selects only the groups in ``SEARCH_GROUPS`` (besides the sweeper) and sets only
+``search.*`` and ``hydra.*`` (tests/test_search.py checks it), so the winner's runs are the
+sweep's command line without ``search=``, plus those groups' choices and the best parameters.
+"""
+
+import sys
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from dml_bench.errors import UserError
+
+SEARCH_GROUPS = ("loss", "miner", "sampler", "protocol")
+RESULTS_FILE = "optimization_results.yaml"  # hydra-optuna-sweeper's, in the sweep folder
+HYDRA_FILE = ".hydra/hydra.yaml"  # in each trial's folder: its overrides and config group choices
+# Hydra overrides of the search that the retraining leaves out: its sweeper, folder and mode.
+SWEEP_ONLY = ("hydra.sweeper", "hydra/sweeper", "hydra.sweep.", "hydra.mode")
+
+
+def check_protocol(cfg: DictConfig) -> None:
+    search = cfg.get("search")
+    if search and cfg.protocol.name == "paper":
+        raise UserError(
+            f"search={search.name} cannot run with protocol=paper: that protocol has no validation split and "
+            "selects the epoch on the test set, so every trial's objective would be a test metric and the search "
+            "would tune the hyperparameters on the test set. Leave protocol= out (search= selects "
+            "protocol=rigorous) or give protocol=rigorous or protocol=cross_validation."
+        )
+
+
+class ProtocolGuard(Callback):
+    """Refuses ``search=`` under ``protocol=paper`` before the first trial (configs/train.yaml
+    registers it). Hydra turns a callback's exception into a warning, hence the exit."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config)
+
+    @staticmethod
+    def _check(config: DictConfig) -> None:
+        try:
+            check_protocol(config)
+        except UserError as error:
+            print(f"\nError: {error}", file=sys.stderr)
+            sys.exit(1)
+
+
+def best_parameters(sweep_dir: Path) -> dict:
+    """The best trial's parameters, from the sweep's ``optimization_results.yaml``."""
+    path = sweep_dir / RESULTS_FILE
+    if not path.is_file():
+        raise UserError(f"{path} is missing: hydra-optuna-sweeper writes it when a search ends "
+                        "(python -m dml_bench.train -m ... search=NAME); is the search finished, and is "
+                        f"{sweep_dir} its hydra.sweep.dir?")
+    results = OmegaConf.to_container(OmegaConf.load(path))
+    if "best_params" not in results:
+        raise UserError(f"{path} has no best_params (a search with several objectives?): retraining "
+                        "needs the single best trial of a search= sweep")
+    return results["best_params"]
+
+
+def best_trial(sweep_dir: Path, best: dict) -> Path:
+    """The trial folder whose overrides hold the best parameters (the sweeper writes them as
+    ``name=value``, as ``retrain_overrides`` does)."""
+    wanted = {f"{name}={value}" for name, value in best.items()}
+    for trial in sorted(sweep_dir.glob(f"*/{HYDRA_FILE}")):
+        if wanted <= set(OmegaConf.load(trial.parent / "overrides.yaml")):
+            return trial.parent.parent
+    raise UserError(f"no trial folder of {sweep_dir} has the best parameters of its {RESULTS_FILE} "
+                    f"({', '.join(sorted(wanted))}): is {sweep_dir} the hydra.sweep.dir of that search?")
+
+
+def retrain_overrides(trial_dir: Path, best: dict, seeds: int, out: Path) -> list[str]:
+    """The overrides of the multirun that retrains the best trial (``trial_dir``) with ``seeds``
+    seeds, in ``out``: the seeds are the first non-negative integers other than the search's own
+    seed, with which that trial was chosen for its validation score."""
+    hydra = OmegaConf.load(trial_dir / HYDRA_FILE).hydra
+    choices = hydra.runtime.choices
+    if not choices.get("search"):
+        raise UserError(f"{trial_dir} is not a trial of a search= sweep (it selects no search); retraining "
+                        "takes the best parameters of one")
+    parser = OverridesParser.create()
+    dropped = {"search", "seed", *SEARCH_GROUPS, *best}
+    task = [o.input_line for o in parser.parse_overrides(list(hydra.overrides.task)) if o.key_or_group not in dropped]
+    hydra_overrides = [o.input_line for o in parser.parse_overrides(list(hydra.overrides.hydra))
+                       if not o.key_or_group.startswith(SWEEP_ONLY)]
+    search_seed = OmegaConf.load(trial_dir / ".hydra" / "config.yaml").seed
+    seed_list = [s for s in range(seeds + 1) if s != search_seed][:seeds]
+    return [*task, *(f"{group}={choices[group]}" for group in SEARCH_GROUPS),
+            *(f"{name}={value}" for name, value in best.items()),
+            f"seed={','.join(map(str, seed_list))}", *hydra_overrides, f"hydra.sweep.dir={out}"]
+
+
+def retrain_command(sweep_dir: Path, seeds: int, out: Path, extra: list[str] = ()) -> tuple[list[str], Path]:
+    """``python -m dml_bench.train -m OVERRIDES...``, the retraining of the sweep's winner (``extra``
+    overrides added or in place of the same key's), and the winner's trial folder."""
+    best = best_parameters(sweep_dir)
+    trial = best_trial(sweep_dir, best)
+    parser = OverridesParser.create()
+    replaced = {o.key_or_group for o in parser.parse_overrides(list(extra))}
+    overrides = [o.input_line for o in parser.parse_overrides(retrain_overrides(trial, best, seeds, out))
+                 if o.key_or_group not in replaced]
+    return [sys.executable, "-m", "dml_bench.train", "-m", *overrides, *extra], trial

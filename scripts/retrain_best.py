@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Retrain the winner of an equal-budget search with several seeds, each tested once.
+
+    python scripts/retrain_best.py SWEEP_DIR [--seeds 5] [--out DIR] [--dry-run] [-- OVERRIDES...]
+
+Reads the best parameters from SWEEP_DIR/optimization_results.yaml and the search's command line
+from the best trial's folder, then launches ``python -m dml_bench.train -m`` with that command
+line, without search=, with its loss, miner, sampler and protocol, the best parameters and
+``seed=1,...,N`` (the search trained with seed 0), in DIR (default SWEEP_DIR/retrain). Overrides
+after ``--`` are added or replace the same key's (trainer.epochs=30, hydra/launcher=slurm...). docs/comparisons.md.
+"""
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from dml_bench.errors import UserError
+from dml_bench.search import retrain_command
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path, help="the hydra.sweep.dir of a search=NAME sweep")
+    parser.add_argument("--seeds", type=int, default=5, help="runs of the winner, one per seed (default 5)")
+    parser.add_argument("--out", type=Path, help="folder of the retraining multirun (default SWEEP_DIR/retrain)")
+    parser.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, overrides = parser.parse_args(argv[:split]), argv[split + 1:]
+    if args.seeds < 1:
+        parser.error("--seeds must be positive")
+    try:
+        command, trial = retrain_command(args.sweep_dir, args.seeds, args.out or args.sweep_dir / "retrain",
+                                         overrides)
+    except UserError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 1
+    print(f"best trial: {trial}\n{shlex.join(command)}", flush=True)
+    if args.dry_run:
+        return 0
+    return subprocess.run(command, check=False).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
