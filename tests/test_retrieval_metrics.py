@@ -516,3 +516,12 @@ def test_best_in_group_scores(metric, small_blocks):
     expected = np.where(same, scores, -np.inf).max(1)
     expected[~same.any(1)] = np.inf
     np.testing.assert_allclose(best, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_rows_of_ordinary_size_are_normalised_bit_for_bit_as_before():
+    """The rescaling that guards extreme rows is by a power of two: ordinary rows come out exactly as
+    plain L2 normalisation makes them, so earlier runs' numbers stay what they were."""
+    from dml_bench.evaluation.retrieval import _unit_rows
+
+    x = torch.from_numpy(clustered(500, 32, 10, seed=7)[0]) * 3.7
+    assert torch.equal(_unit_rows(x.clone()), torch.nn.functional.normalize(x, dim=1))

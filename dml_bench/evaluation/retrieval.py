@@ -251,7 +251,7 @@ def _label_array(name, labels, num):
 def _prepared(query, gallery, distance):
     """The embeddings as the search takes them (gallery None stays None).
 
-    Cosine: rows at unit length, each divided by its largest magnitude first, so that the norm
+    Cosine: rows at unit length, each scaled to its largest magnitude first, so that the norm
     neither overflows (rows of 1e20) nor falls below ``F.normalize``'s epsilon (rows of 1e-14);
     a zero row stays zero and scores 0 with every item.
     Euclidean: shifted by one common vector near the mean, which leaves every distance as it is
@@ -270,8 +270,10 @@ def _prepared(query, gallery, distance):
 
 
 def _unit_rows(x):
-    scale = x.abs().amax(1, keepdim=True)
-    x = x / torch.where(scale > 0, scale, 1)
+    """Rows divided by the power of two nearest below their largest magnitude, then normalised: a
+    power-of-two scale is exact, so rows of ordinary size come out bit for bit as without it."""
+    _, exponent = torch.frexp(x.abs().amax(1, keepdim=True))  # a zero row: exponent 0, scale 1
+    x = torch.ldexp(x, -exponent)
     return F.normalize(x, dim=1, out=x)
 
 
