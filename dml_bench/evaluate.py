@@ -28,9 +28,16 @@ from dml_bench.visualize.retrievals import retrieval_grids
 log = logging.getLogger("dml_bench.evaluate")
 
 
+# Blocks of plain settings whose keys added since a run was saved take their defaults (a run saved
+# before ``evaluation.exclude`` existed evaluates with the default), the run's own values kept.
+SETTINGS_BLOCKS = ("evaluation", "trainer")
+
+
 def run_config(saved: dict, composed: DictConfig, typed_overrides: list[str]) -> DictConfig:
     """The saved run config with the user's command-line overrides applied on top."""
     cfg = OmegaConf.create(saved)
+    for block in SETTINGS_BLOCKS:
+        cfg[block] = OmegaConf.merge(composed[block], cfg.get(block) or {})
     for override in typed_overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         value = OmegaConf.select(composed, key)
@@ -48,7 +55,7 @@ def evaluate(cfg: DictConfig) -> dict:
     cfg = run_config(state["config"], cfg, HydraConfig.get().overrides.task)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.trainer.device)
-    set_tf32(cfg.trainer.get("tf32", False))  # the run's arithmetic (runs saved before the option: fp32)
+    set_tf32(cfg.trainer.tf32)  # the run's arithmetic (runs saved before the option: the default, fp32)
     datasets = builders.build_datasets(cfg, with_train=False)
     loaders = builders.build_eval_loaders(cfg, datasets, device)
     model = builders.build_trained_model(cfg.model, state["model"]).to(device)

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -84,6 +85,18 @@ def test_command_line_overrides_replace_the_saved_config(quickstart_run, tmp_pat
     assert run_evaluate(tmp_path, f"checkpoint={checkpoint}", "evaluation.recall_ks=[1,16]") == 0
     metrics = json.loads((checkpoint.parent / "eval_metrics.json").read_text())["metrics"]
     assert {"recall@1", "recall@16"} <= set(metrics) and "recall@2" not in metrics
+
+
+def test_a_checkpoint_saved_before_newer_settings_evaluates_with_their_defaults(quickstart_run, tmp_path):
+    state = torch.load(quickstart_run / "checkpoints" / "best.pt", weights_only=False)
+    for block, key in (("evaluation", "exclude"), ("evaluation", "euclidean_recall"), ("trainer", "tf32")):
+        del state["config"][block][key]  # as a run of an earlier dml_bench saved it
+    checkpoint = tmp_path / "run" / "checkpoints" / "best.pt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save(state, checkpoint)
+    assert run_evaluate(tmp_path, f"checkpoint={checkpoint}") == 0
+    evaluated = json.loads((checkpoint.parent / "eval_metrics.json").read_text())["metrics"]
+    assert evaluated == pytest.approx(json.loads((quickstart_run / "metrics.json").read_text())["metrics"], abs=1e-6)
 
 
 def test_missing_checkpoint_is_a_one_line_error(tmp_path):
