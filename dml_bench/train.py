@@ -33,7 +33,8 @@ def train(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     checkpoint = None
     if cfg.resume:
-        checkpoint = resume_checkpoint(cfg.resume, run_dir, OmegaConf.to_container(cfg, resolve=False))
+        checkpoint = resume_checkpoint(cfg.resume, run_dir, OmegaConf.to_container(cfg, resolve=False),
+                                       HydraConfig.get().overrides.task)
     world = builders.build_world(cfg)
     seed_everything(cfg.seed)
     device = distributed.rank_device(resolve_device(cfg.trainer.device), world)

@@ -3,11 +3,14 @@ with ``resume=RUN_DIR`` ends exactly as the uninterrupted run (tiny real runs on
 for equality: metrics.json, history.jsonl and every TensorBoard scalar)."""
 
 import json
+import shutil
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dml_bench.engine.resume import resume_checkpoint
+from dml_bench.errors import UserError
 from dml_bench.train import train
 from tests.helpers.runs import exit_code, hydra_job
 from tests.helpers.tiny_runs import (
@@ -119,3 +122,16 @@ def test_resume_of_a_folder_that_is_no_run_says_so(data, tmp_path, capsys):
     code, stderr = train_in_process(*tiny_args(data, f"resume={tmp_path}"), capsys=capsys)
     assert code == 1 and "Traceback" not in stderr
     assert f"resume={tmp_path} is not a run folder" in stderr
+
+
+def test_a_run_saved_before_a_newer_setting_resumes_unless_the_command_sets_it(reference, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    stored = OmegaConf.load(run / ".hydra" / "config.yaml")
+    del stored.evaluation["exclude"]  # as a run of an earlier dml_bench saved it
+    OmegaConf.save(stored, run / ".hydra" / "config.yaml")
+    current = OmegaConf.to_container(OmegaConf.merge(stored, {"resume": str(run), "evaluation": {"exclude": "index"}}))
+    assert resume_checkpoint(str(run), run, current) == run / "checkpoints" / "last.pt"
+    changed = current | {"evaluation": {**current["evaluation"], "exclude": "first_neighbor"}}
+    with pytest.raises(UserError, match="evaluation.exclude is unset in the run and 'first_neighbor' here"):
+        resume_checkpoint(str(run), run, changed, ["evaluation.exclude=first_neighbor"])

@@ -29,10 +29,12 @@ def _shown(config: dict, key: str) -> str:
     return repr(config[key]) if key in config else "unset"
 
 
-def resume_checkpoint(resume: str, run_dir: Path, config: dict) -> Path | None:
+def resume_checkpoint(resume: str, run_dir: Path, config: dict, command: list[str] = ()) -> Path | None:
     """Check that Hydra put this run in the ``resume`` folder and that ``config`` (the composed
     config, unresolved) is the run's own; return its last checkpoint, or None when it never wrote
-    one (the run then starts afresh in its folder)."""
+    one (the run then starts afresh in its folder). A key that only one of the two configs has (a
+    setting added to dml_bench since the run was saved, at its default) is a change only when the
+    ``command``'s overrides name it."""
     if Path(resume).resolve() != run_dir.resolve():
         raise UserError(f"resume={resume} continues one run in its own folder, but this job writes to "
                         f"{run_dir}: resume without -m (multirun) and without hydra.run.dir.")
@@ -42,8 +44,13 @@ def resume_checkpoint(resume: str, run_dir: Path, config: dict) -> Path | None:
                         "folder of a run started by dml_bench.train, e.g. resume=outputs/2026-01-31/12-00-00.")
     stored = flatten(OmegaConf.to_container(OmegaConf.load(stored_file), resolve=False))
     current = flatten(config)
+    named = [override.split("=", 1)[0].lstrip("+~") for override in command]
+
+    def compared(key: str) -> bool:
+        return (key in stored and key in current) or any(key == n or key.startswith(n + ".") for n in named)
+
     changed = sorted(key for key in stored.keys() | current.keys()
-                     if stored.get(key) != current.get(key) and not key.startswith(MAY_CHANGE))
+                     if stored.get(key) != current.get(key) and not key.startswith(MAY_CHANGE) and compared(key))
     if changed:
         overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
         differences = "; ".join(f"{key} is {_shown(stored, key)} in the run and {_shown(current, key)} here"
