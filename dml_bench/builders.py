@@ -214,6 +214,14 @@ def build_evaluator(cfg: DictConfig, query_loader, gallery_loader=None,
                               split=split)
 
 
+def build_test_evaluator(cfg: DictConfig, device: torch.device) -> tuple[dict, RetrievalEvaluator]:
+    """The test split(s) of a trained run (``query``, and ``gallery`` for In-Shop) and their
+    evaluator, as ``dml_bench.evaluate`` and the concatenated folds evaluate a checkpoint."""
+    datasets = build_datasets(cfg, with_train=False)
+    loaders = build_eval_loaders(cfg, datasets, device)
+    return datasets, build_evaluator(cfg, loaders["query"], loaders.get("gallery"))
+
+
 def build_evaluators(cfg: DictConfig, eval_loaders: dict, world: distributed.World = distributed.SINGLE_PROCESS
                      ) -> tuple[RetrievalEvaluator, RetrievalEvaluator]:
     """(the evaluator that selects the epoch, the test evaluator): the same one under

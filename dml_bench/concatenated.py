@@ -48,10 +48,8 @@ def evaluate_concatenated(checkpoints: list[Path]) -> Evaluation:
             raise UserError(f"{path} was trained on other data or evaluates otherwise than {checkpoints[0]} "
                             "(dataset.* or evaluation.* differ): only folds of one configuration are concatenated.")
     device = resolve_device(cfg.trainer.device)
-    datasets = builders.build_datasets(cfg, with_train=False)
-    loaders = builders.build_eval_loaders(cfg, datasets, device)
+    _, evaluator = builders.build_test_evaluator(cfg, device)
     models = [builders.build_trained_model(c.model, state["model"]) for c, state in zip(configs, states)]
-    evaluator = builders.build_evaluator(cfg, loaders["query"], loaders.get("gallery"))
     return evaluator(Concatenation(models).to(device), device, resolve_amp(cfg.trainer.amp, device))
 
 

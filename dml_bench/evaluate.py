@@ -56,10 +56,8 @@ def evaluate(cfg: DictConfig) -> dict:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.trainer.device)
     set_tf32(cfg.trainer.tf32)  # the run's arithmetic (runs saved before the option: the default, fp32)
-    datasets = builders.build_datasets(cfg, with_train=False)
-    loaders = builders.build_eval_loaders(cfg, datasets, device)
+    datasets, evaluator = builders.build_test_evaluator(cfg, device)
     model = builders.build_trained_model(cfg.model, state["model"]).to(device)
-    evaluator = builders.build_evaluator(cfg, loaders["query"], loaders.get("gallery"))
     evaluation = evaluator(model, device, resolve_amp(cfg.trainer.amp, device))
     metrics = evaluation.metrics
     out_dir = checkpoint.parent
