@@ -13,6 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from dml_bench.builders import selection_split
 from dml_bench.errors import UserError
 
 SEARCH_GROUPS = ("loss", "miner", "sampler", "protocol")
@@ -24,7 +25,7 @@ SWEEP_ONLY = ("hydra.sweeper", "hydra/sweeper", "hydra.sweep.", "hydra.mode")
 
 def check_protocol(cfg: DictConfig) -> None:
     search = cfg.get("search")
-    if search and cfg.protocol.name == "paper":
+    if search and selection_split(cfg) == "test":  # protocol=paper: the only one that selects on test
         raise UserError(
             f"search={search.name} cannot run with protocol=paper: that protocol has no validation split and "
             "selects the epoch on the test set, so every trial's objective would be a test metric and the search "
