@@ -476,12 +476,3 @@ def _na(row: dict, column: str) -> str:
         if note.startswith(prefix):
             return "n/a: " + note[len(prefix):]
     return "n/a: " + row["notes"][0] if row["notes"] else "n/a"
-
-
-def collect_comparison(paths: list[str | Path], baseline: str, *, bootstrap_samples: int = 10000,
-                       bootstrap_seed: int = 0, by: list[str] | None = None) -> tuple[str, list[str], list[list]]:
-    """``compare`` on the runs under ``paths`` (``by``: see ``read_runs``): the Markdown to print
-    and the CSV headers and rows."""
-    comparison = compare(read_runs(paths, by), baseline, bootstrap_samples=bootstrap_samples,
-                         bootstrap_seed=bootstrap_seed)
-    return comparison_table(comparison)

@@ -1,9 +1,13 @@
 #!/usr/bin/env python
-"""Print a Markdown table of runs (seeds aggregated: mean ± 95% CI, count) and write it as CSV.
+"""Print a Markdown table of runs (seeds aggregated: mean ± 95% CI, count), write it as CSV and
+as a LaTeX table for a paper.
 
     python scripts/collect_results.py outputs/multirun/2026-11-28/12-00-00 [MORE_DIRS...] [--csv FILE] [--per-run]
-        [--by KEY[,KEY...]] [--compare KEY=VALUE [--comparison-csv FILE] [--bootstrap-samples N] [--bootstrap-seed S]]
-        [--concatenated]
+        [--latex FILE] [--by KEY[,KEY...]]
+        [--compare KEY=VALUE [--comparison-csv FILE] [--bootstrap-samples N] [--bootstrap-seed S]] [--concatenated]
+
+The LaTeX table (results.tex beside the CSV, or --latex FILE) has one row per configuration, values
+in %, the best of each column in bold and, with --compare, a dagger where Holm-corrected p < 0.05.
 
 Runs of experiment=paper_* are also compared with the paper's Recall@K. With --compare (e.g.
 --compare loss=cross_entropy), every other configuration is set against that baseline: the
@@ -23,7 +27,8 @@ from pathlib import Path
 
 from dml_bench.concatenated import concatenated_table
 from dml_bench.errors import UserError
-from dml_bench.results import collect, collect_comparison, write_csv
+from dml_bench.latex import latex_table
+from dml_bench.results import collect, compare, comparison_table, read_runs, write_csv
 
 
 def main(argv=None) -> int:
@@ -31,6 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("paths", nargs="+", help="sweep or run folders (searched recursively)")
     parser.add_argument("--csv", type=Path, help="CSV file to write (default: results.csv in the first folder)")
     parser.add_argument("--per-run", action="store_true", help="one row per run instead of per group of seeds")
+    parser.add_argument("--latex", type=Path,
+                        help="LaTeX table to write (default: results.tex beside the CSV)")
     parser.add_argument("--by", metavar="KEY[,KEY...]", type=lambda text: text.split(","),
                         help="group (and --compare) runs by these overrides only, e.g. --by loss for the "
                              "winners of equal-budget searches, whose tuned hyperparameters differ")
@@ -48,11 +55,10 @@ def main(argv=None) -> int:
         parser.error("--bootstrap-samples must be positive")
     try:
         table, headers, rows = collect(args.paths, per_run=args.per_run, by=args.by)
-        if args.compare:
-            comparison, comparison_headers, comparison_rows = collect_comparison(
-                args.paths, args.compare, bootstrap_samples=args.bootstrap_samples, bootstrap_seed=args.bootstrap_seed,
-                by=args.by,
-            )
+        records = read_runs(args.paths, args.by)
+        comparison = compare(records, args.compare, bootstrap_samples=args.bootstrap_samples,
+                             bootstrap_seed=args.bootstrap_seed) if args.compare else None
+        latex = latex_table(records, comparison)
         if args.concatenated:
             concatenated, concatenated_headers, concatenated_rows = concatenated_table(args.paths)
     except (FileNotFoundError, UserError) as error:
@@ -60,12 +66,15 @@ def main(argv=None) -> int:
         return 1
     csv_path = args.csv or Path(args.paths[0]) / "results.csv"
     write_csv(csv_path, headers, rows)
+    latex_path = args.latex or csv_path.with_name("results.tex")
+    latex_path.write_text(latex)
     print(table)
-    print(f"\nCSV: {csv_path}")
-    if args.compare:
+    print(f"\nCSV: {csv_path}\nLaTeX: {latex_path}")
+    if comparison is not None:
+        comparison_text, comparison_headers, comparison_rows = comparison_table(comparison)
         comparison_path = args.comparison_csv or csv_path.with_name("comparison.csv")
         write_csv(comparison_path, comparison_headers, comparison_rows)
-        print(f"\n{comparison}")
+        print(f"\n{comparison_text}")
         print(f"\nCSV: {comparison_path}")
     if args.concatenated:
         concatenated_path = csv_path.with_name("concatenated.csv")
