@@ -6,7 +6,9 @@ Metrics: ``"inner_product"`` (cosine once the caller has L2-normalised the embed
 
 Order: each row lists gallery indices nearest first; equally near items come by increasing gallery
 index, also at the k-th place (which of several tied items make the cut). "Equally near" means an
-equal score as the backend computed it in float32, which always holds for exact duplicates.
+equal score as the backend computed it in float32, and always holds for exact duplicates: a
+multi-threaded BLAS can round their scores an ulp apart, so every search gives all the copies of
+an item one score (``Twins``).
 """
 
 import math
@@ -49,9 +51,35 @@ def nearest_neighbors(
     run on this machine (``faiss_gpu.gpu_state``), the FAISS searches use the torch backend.
     """
     _check_search(metric, k, len(gallery) - (exclude is not None))
+    twins = find_twins(gallery)
     if resolve_backend(backend, query.device) == "torch" or faiss_gpu.gpu_state() == faiss_gpu.BROKEN:
-        return _torch_knn(query, gallery, k, metric, exclude)
-    return _faiss_knn(query, gallery, k, metric, exclude)
+        return _torch_knn(query, gallery, k, metric, exclude, twins)
+    return _faiss_knn(query, gallery, k, metric, exclude, twins)
+
+
+class Twins(NamedTuple):
+    """A gallery's exact copies: ``first`` (num_gallery,) each item's lowest-index identical item
+    (its own index for most), ``copies`` the indices of the items that are not their own first."""
+
+    first: torch.Tensor
+    copies: torch.Tensor
+
+
+def find_twins(gallery: torch.Tensor) -> Twins | None:
+    """The gallery's groups of identical rows, or None when all rows differ.
+
+    Identical items score identically in exact arithmetic, but a multi-threaded BLAS can round
+    two copies' float32 scores an ulp apart when they sit at different places of a block. Every
+    search therefore gives all the copies of an item one score, so that they tie and come by
+    index as any tie does.
+    """
+    unique, inverse = torch.unique(gallery, dim=0, return_inverse=True)
+    if len(unique) == len(gallery):
+        return None
+    ids = torch.arange(len(gallery), device=gallery.device)
+    lowest = torch.full((len(unique),), len(gallery), device=gallery.device).scatter_reduce(0, inverse, ids, "amin")
+    first = lowest[inverse]
+    return Twins(first, (first != ids).nonzero().squeeze(1))
 
 
 class GroupRank(NamedTuple):
@@ -117,8 +145,9 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def _torch_knn(query, gallery, k, metric, exclude):
-    """Query blocks x the whole gallery, each block's scores reduced to its top k at once."""
+def _torch_knn(query, gallery, k, metric, exclude, twins):
+    """Query blocks x the whole gallery, each block's scores reduced to its top k at once; an
+    item's copies (``twins``) take its score."""
     rows = max(1, _budget(query.device) // (4 * len(gallery) + 24 * k))
     gallery_sq_norms = _squared_norms(gallery) if metric == "l2" else None
     buffer = query.new_empty(min(rows, len(query)) * len(gallery))
@@ -126,6 +155,8 @@ def _torch_knn(query, gallery, k, metric, exclude):
     for start in range(0, len(query), rows):
         block = slice(start, min(start + rows, len(query)))
         scores = _scores(query[block], gallery, gallery_sq_norms, buffer)
+        if twins is not None:
+            scores[:, twins.copies] = scores[:, twins.first[twins.copies]]
         if exclude is not None:
             scores[torch.arange(len(scores), device=scores.device), exclude[block]] = -torch.inf
         neighbors[block] = _top_k(scores, k)
@@ -201,7 +232,7 @@ def _by_score_then_index(values, indices):
     return values, indices.gather(1, by_score)
 
 
-def _faiss_knn(query, gallery, k, metric, exclude):
+def _faiss_knn(query, gallery, k, metric, exclude, twins):
     """FAISS flat search of k + 1 neighbours (+1 more to drop the excluded one)."""
     skip = int(exclude is not None)
     take = min(k + 1 + skip, len(gallery))
@@ -212,23 +243,41 @@ def _faiss_knn(query, gallery, k, metric, exclude):
     indices = torch.from_numpy(indices)
     if skip:
         values, indices = _drop_excluded(values, indices, exclude.cpu())
-    return _first_k_settled(values, indices, k, query, gallery, metric, exclude)
+    return _first_k_settled(values, indices, k, query, gallery, metric, exclude, twins)
 
 
-def _first_k_settled(values, indices, k, query, gallery, metric, exclude):
-    """The first k of (rows, k + 1) neighbours found by score alone, ordered by score then index.
+def _first_k_settled(values, indices, k, query, gallery, metric, exclude, twins):
+    """The first k of (rows, k + 1) neighbours found by score alone, ordered by score then index;
+    copies of one item listed in a row (``twins``) first get the best of their scores.
 
     Rows tied at the k-th place are searched again with the torch backend, which sees the whole
     row and so can pick the lowest gallery indices among the tied items.
     """
+    if twins is not None:
+        _tie_twins(values, indices, twins.first.cpu())
     cut = _tied_at_cut(values, k)
     values, indices = values[:, :k], indices[:, :k]
     _reorder(values, indices, _has_tie(values))
     if cut.any():
         again = cut.to(query.device)
         excluded = None if exclude is None else exclude[again]
-        indices[cut] = _torch_knn(query[again], gallery, k, metric, excluded).cpu()
+        indices[cut] = _torch_knn(query[again], gallery, k, metric, excluded, twins).cpu()
     return indices
+
+
+def _tie_twins(values, indices, first):
+    """In place: in each row that lists several copies of one item, every copy gets the best of
+    their scores, and the row is sorted by score then index."""
+    group = first[indices]  # (rows, take): each listed item's first copy
+    in_order = group.sort(dim=1).values
+    rows = (in_order[:, 1:] == in_order[:, :-1]).any(1).nonzero().squeeze(1)
+    if len(rows) == 0:
+        return
+    keys = group[rows] + rows[:, None] * len(first)  # one key per (row, item)
+    _, slot = torch.unique(keys, return_inverse=True)
+    best = values.new_full((int(slot.max()) + 1,), -torch.inf).scatter_reduce(0, slot.ravel(), values[rows].ravel(),
+                                                                               "amax")
+    values[rows], indices[rows] = _by_score_then_index(best[slot], indices[rows])
 
 
 def _symmetric_knn(embeddings, k, metric, groups=None, cap=0):
@@ -275,7 +324,7 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0):
                     counter.count(row, values)
     values, indices = heaps.result()
     itself = torch.arange(num, device=embeddings.device)
-    neighbors = _first_k_settled(values, indices, k, embeddings, embeddings, metric, itself)
+    neighbors = _first_k_settled(values, indices, k, embeddings, embeddings, metric, itself, find_twins(embeddings))
     return neighbors, None if counter is None else counter.ranks()
 
 
