@@ -6,7 +6,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from dml_bench.evaluation import knn, retrieval_metrics
+from dml_bench.evaluation import knn, retrieval_metrics, symmetric
 from dml_bench.evaluation.metric_names import (
     MAP_AT_R,
     NMI,
@@ -296,7 +296,7 @@ def test_copies_listed_an_ulp_apart_tie_in_the_faiss_and_symmetric_lists():
     for k, expected in ((1, [1]), (2, [1, 4])):
         values = torch.tensor([[nudged_up(1.0), 1.0, 0.8][: k + 1]])
         indices = torch.tensor([[4, 1, 0][: k + 1]])
-        settled = knn._first_k_settled(values, indices, k, query, gallery, "inner_product", None, twins)
+        settled = knn.first_k_settled(values, indices, k, query, gallery, "inner_product", None, twins)
         assert settled.tolist() == [expected]
 
 def test_torch_and_numpy_inputs_agree(backend):
@@ -469,11 +469,11 @@ def test_symmetric_search_equals_plain_search(metric, small_blocks):
     x = torch.from_numpy(rng.integers(-2, 3, size=(150, 3)).astype(np.float32))
     rows = torch.arange(1, len(x))
     for k in (1, 4, 13, len(x) - 1):
-        symmetric, plain = (
-            knn.leave_one_out_search(x, rows, k, metric=metric, backend=backend)[0]
+        by_halves, plain = (
+            symmetric.leave_one_out_search(x, rows, k, metric=metric, backend=backend)[0]
             for backend in ("symmetric", "torch")
         )
-        assert torch.equal(symmetric, plain), k
+        assert torch.equal(by_halves, plain), k
 
 
 @pytest.mark.parametrize("distance", ["cosine", "euclidean"])
@@ -481,12 +481,12 @@ def test_symmetric_metrics_equal_plain_metrics(distance, small_blocks):
     """Random clustered data with exact duplicates, of the same label and of another one."""
     x, labels = with_duplicates(*clustered(160, 8, 15, seed=11))
     ks = (1, 2, 8, 100)
-    symmetric, plain = (
+    by_halves, plain = (
         retrieval_metrics(x, labels, recall_ks=ks, distance=distance, backend=backend)
         for backend in ("symmetric", "torch")
     )
-    assert_metrics_equal(symmetric, plain)
-    assert_metrics_equal(symmetric, brute_force(x, labels, None, None, ks, distance))
+    assert_metrics_equal(by_halves, plain)
+    assert_metrics_equal(by_halves, brute_force(x, labels, None, None, ks, distance))
 
 
 @pytest.mark.parametrize("metric", knn.METRICS)
@@ -498,7 +498,7 @@ def test_symmetric_search_ranks_nearest_group_member(metric, small_blocks):
     x = rng.standard_normal((300, 6)).astype(np.float32)
     groups = rng.integers(0, 40, size=300)
     cap = 40
-    _, ranks = knn.leave_one_out_search(
+    _, ranks = symmetric.leave_one_out_search(
         torch.from_numpy(x),
         torch.arange(300),
         3,
@@ -526,7 +526,7 @@ def test_symmetric_search_ranks_nearest_group_member(metric, small_blocks):
 @pytest.mark.parametrize("rows", [4, 8, 16])
 def test_symmetric_blocks_cover_each_pair_once(num, rows):
     covered = np.zeros((num, num), int)
-    blocks = knn._symmetric_blocks(num, rows)
+    blocks = symmetric._blocks(num, rows)
     for block_i, block_j in blocks:
         covered[block_i, block_j] += 1
         if block_i != block_j:
@@ -544,7 +544,7 @@ def test_best_in_group_scores(metric, small_blocks):
     groups = np.concatenate([np.repeat(np.arange(20), 3), np.full(100, 20), [21, 22, 22]])
     x = rng.standard_normal((len(groups), 5)).astype(np.float32)
     sq_norms = (x * x).sum(1) if metric == "l2" else None
-    best = knn._best_in_group(x, groups, sq_norms)
+    best = symmetric._best_in_group(x, groups, sq_norms)
     x64 = x.astype(np.float64)
     scores = x64 @ x64.T if metric == "inner_product" else 2 * x64 @ x64.T - (x64 * x64).sum(1)[None, :]
     same = (groups[:, None] == groups[None, :]) & ~np.eye(len(x), dtype=bool)

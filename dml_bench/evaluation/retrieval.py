@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from dml_bench.evaluation.clustering import kmeans_nmi
-from dml_bench.evaluation.knn import GroupRank, leave_one_out_search, nearest_neighbors
+from dml_bench.evaluation.knn import nearest_neighbors
 from dml_bench.evaluation.metric_names import MAP_AT_R, NMI, NUM_QUERIES, R_PRECISION, recall_key
+from dml_bench.evaluation.symmetric import GroupRank, leave_one_out_search
 
 DISTANCES = {"cosine": "inner_product", "euclidean": "l2"}
 EXCLUDE_MODES = ("index", "first_neighbor")  # how leave-one-out leaves the query out
@@ -168,7 +169,7 @@ class _LabelSearch:
 
     def hits(self, rows: torch.Tensor, k: int, cap: int = 0) -> tuple[torch.Tensor, GroupRank | None]:
         """(len(rows), k) bool: the i-th nearest gallery item of query ``rows`` has its label;
-        and, where the search can tell it (see ``knn.leave_one_out_search``), the rank of each
+        and, where the search can tell it (see ``symmetric.leave_one_out_search``), the rank of each
         query's nearest same-label item, counted up to ``cap``."""
         options = {"metric": self.metric, "backend": self.backend}
         if self.leave_one_out and not self.drop_first:
