@@ -79,6 +79,10 @@ def test_cache_needs_a_resize():
         build_datasets(compose_config(["dataset.cache=true"]))
     with pytest.raises(UserError, match="recipe has no Resize"):
         cache_resize("inshop", "recipe")
+    # a folder of one's own: the size its runs resize to, which configs/dataset/csv.yaml sets
+    csv_resize = compose_config(["dataset=csv", "dataset.root=x"]).dataset.test_transform.resize
+    with pytest.raises(UserError, match=f"no recipe of its own.*{csv_resize} in configs/dataset/csv.yaml"):
+        cache_resize("csv", "recipe")
 
 
 def test_sizes_parse_and_bad_ones_are_user_errors():

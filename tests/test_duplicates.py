@@ -1,6 +1,7 @@
 """--verify reports exact duplicates: same decoded pixels, whatever the files."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from dml_bench.data.prepare.verify import verify_images
@@ -59,3 +60,14 @@ def test_csv_needs_something_to_do(tmp_path, capsys):
     write_folder(tmp_path)
     assert main(["csv", "--root", str(tmp_path)]) == 1
     assert "nothing to prepare; add --verify or --cache" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_verify_of_a_folder_without_split_files_fails(tmp_path, capsys, folder):
+    """A mistyped --root must not pass as "All 0 images decode"."""
+    root = tmp_path / folder
+    if folder == "empty":
+        root.mkdir()
+    assert main(["csv", "--root", str(root), "--verify"]) == 1
+    err = capsys.readouterr().err
+    assert ("does not exist" if folder == "missing" else "has no split files") in err and "All 0" not in err

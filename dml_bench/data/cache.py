@@ -52,7 +52,11 @@ def cache_resize(name: str, size: str):
     if size != "recipe":
         return parse_size(size)
     spec = find_benchmark(name)
-    if spec is None or spec.recipe_resize is None:
+    if spec is None:
+        raise UserError(f"--cache: {name} has no recipe of its own, so give the size your runs resize to "
+                        "(dataset.train_transform.resize and dataset.test_transform.resize, 256 in "
+                        "configs/dataset/csv.yaml): --cache 256 for the shorter side, or --cache 256x256.")
+    if spec.recipe_resize is None:
         raise UserError(f"--cache: the {name} recipe has no Resize, so its images have nothing to "
                         "cache; give a size to cache another one (--cache 256 or --cache 256x256).")
     return spec.recipe_resize

@@ -58,7 +58,8 @@ class RetrievalDataset(Dataset):
             raise UserError(
                 f"Cannot read image {path} (listed in {split_file(self.root, self.split)}): "
                 f"{error}. Re-extract the dataset or run `python -m dml_bench.prepare_data NAME "
-                f"--root {self.root} --verify` to list every unreadable image."
+                f"--root {self.root} --verify` (NAME: the dataset's name, or csv for your own folder) "
+                "to list every unreadable image."
             ) from error
 
     def __getitem__(self, index: int):

@@ -17,7 +17,7 @@ def missing_dataset_error(name: str, root: Path, split: str) -> UserError:
                f"(or `make data DATASET={spec.name}`), or point dataset.root=DIR at a prepared copy.")
     else:
         fix = ("Point dataset.root=DIR at a folder with splits/train.csv and splits/test.csv "
-               "(header `path,label`, paths relative to DIR), as described in the README.")
+               "(header `path,label`, paths relative to DIR): the format is in docs/datasets.md.")
     return UserError(f"Dataset '{name}' is not prepared: {where}. {fix}")
 
 

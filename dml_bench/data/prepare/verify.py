@@ -16,6 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dml_bench.data.split_files import read_split, split_file, split_names
+from dml_bench.errors import UserError
 
 
 class BadImage(NamedTuple):
@@ -46,6 +47,10 @@ def verify_images(root: str | Path) -> Verification:
     """Decode (to RGB) every image listed in ``root/splits/*.csv``; report the bad ones and the
     groups of exact duplicates of each kind."""
     root = Path(root)
+    if not split_names(root):
+        where = "does not exist" if not root.exists() else "has no split files (splits/*.csv)"
+        raise UserError(f"--verify: {root} {where}, so there is nothing to verify; pass the folder that holds "
+                        "splits/train.csv and splits/test.csv (docs/datasets.md).")
     listed = [Listed(split, row.path, row.label) for split in split_names(root)
               for row in read_split(split_file(root, split))]
     paths = list(dict.fromkeys(entry.path for entry in listed))
