@@ -35,10 +35,14 @@ def latex_table(records: list[dict], comparison: dict | None = None) -> str:
     """The table of the groups of ``records`` (``results.read_runs``), preceded by comment lines
     that say what the numbers are; ``comparison``: ``results.compare`` of the same records."""
     keys, names, groups = aggregate(records)
+    empty = [g for g in groups if not g["runs"]]  # every run failed: nothing to show
+    groups = [g for g in groups if g["runs"]]
     marked = significant_cells(comparison)
     shown = {m: [percent(g["stats"][m][0]) if g["stats"][m][0] is not None else None for g in groups]
              for m in names}
     best = {m: max((float(v) for v in values if v is not None), default=None) for m, values in shown.items()}
+    if not groups:
+        return "% dml_bench results (scripts/collect_results.py): no configuration has a completed run.\n"
     splits = sorted({g["selected_on"] for g in groups})
     by_split = len(splits) > 1  # a column only when the groups differ in it
     lines = [f"% dml_bench results (scripts/collect_results.py), values in %: {CI_CAPTION}.",
@@ -52,6 +56,9 @@ def latex_table(records: list[dict], comparison: dict | None = None) -> str:
     failed = sum(len(g["errors"]) for g in groups)
     if failed:
         lines.append(f"% {failed} failed run{'s' * (failed > 1)} left out (see the Markdown table's status column).")
+    if empty:
+        lines.append("% Not shown, no run completed: " + "; ".join(
+            " ".join(f"{k}={g['config'][k]}" for k in keys) for g in empty) + ".")
     lines.append("% Needs \\usepackage{booktabs}.")
     headers = [*map(escape, keys), "runs", *(["selected on"] if by_split else []), *map(escape, map(short_name, names))]
     lines += [f"\\begin{{tabular}}{{{'l' * len(keys)}r{'l' * by_split}{'c' * len(names)}}}", "\\toprule",

@@ -9,6 +9,7 @@ a paired bootstrap over the test queries (``per_query.npz``, see ``evaluation/pe
 
 import csv
 import json
+import os
 import re
 import statistics
 from pathlib import Path
@@ -54,7 +55,7 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
 def read_run(run_dir: Path) -> dict:
     """A run's overrides, status, metrics, audit card (run_info.json, see ``engine.audit``) and
     the split that selected its epoch (metrics.json's ``selected_on``, else the card's, else
-    test: runs under protocol=paper select on test)."""
+    test: runs under protocol=paper select on test; empty for a failed run without either)."""
     overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
     record = {"run": str(run_dir), "overrides": dict(o.split("=", 1) for o in overrides if "=" in o)}
     info_file = run_dir / "run_info.json"
@@ -66,7 +67,9 @@ def read_run(run_dir: Path) -> dict:
                       metrics=summary.get("metrics") or {})
     else:
         record.update(status="failed", best_epoch=None, metrics={}, error=last_error_line(run_dir))
-    record["selected_on"] = summary.get("selected_on") or (record["audit"] or {}).get("selected_on") or "test"
+    # runs older than the selected_on field all selected on test; a failed run without a card, on nothing yet
+    record["selected_on"] = (summary.get("selected_on") or (record["audit"] or {}).get("selected_on")
+                             or ("test" if summary else ""))
     return record
 
 
@@ -102,14 +105,25 @@ def varying_overrides(records: list[dict]) -> list[str]:
     return [k for k in keys if len({r["overrides"].get(k) for r in records}) > 1]
 
 
+def run_labels(records: list[dict]) -> dict[str, str]:
+    """Each run's folder relative to the folder all the runs share (a lone run: its folder's name),
+    so that the jobs of two sweeps stay apart (``a/0``, ``b/0``)."""
+    runs = [r["run"] for r in records]
+    if len(runs) == 1:
+        return {runs[0]: Path(runs[0]).name}
+    common = os.path.commonpath(runs)
+    return {run: os.path.relpath(run, common) for run in runs}
+
+
 def results_table(records: list[dict]) -> tuple[list[str], list[list]]:
     override_keys = varying_overrides(records)
     metric_names = metric_columns(records)
     headers = ["run", *override_keys, *metric_names, "selected_on", "best_epoch", "status"]
+    labels = run_labels(records)
     rows = []
     for r in records:
         status = r["status"] if r["status"] != "failed" else f"failed: {r['error']}"
-        rows.append([Path(r["run"]).name, *(r["overrides"].get(k, "") for k in override_keys),
+        rows.append([labels[r["run"]], *(r["overrides"].get(k, "") for k in override_keys),
                      *(r["metrics"].get(m) for m in metric_names), r["selected_on"], r["best_epoch"], status])
     return headers, rows
 
@@ -151,7 +165,7 @@ def aggregate(records: list[dict]) -> tuple[list[str], list[str], list[dict]]:
             "config": dict(zip(keys, values)),
             "experiment": runs[0]["overrides"].get("experiment"),
             "runs": len(done),
-            "selected_on": ", ".join(sorted({r["selected_on"] for r in runs})),
+            "selected_on": ", ".join(sorted({r["selected_on"] for r in runs if r["selected_on"]})),
             "errors": [r["error"] for r in runs if r["status"] == "failed"],
             "stats": {m: mean_std(v) for m, v in per_metric.items()},
             "ci": {m: t_half_width(v) for m, v in per_metric.items()},
@@ -206,7 +220,8 @@ def paper_comparison(records: list[dict]) -> str | None:
 def comparability_warnings(records: list[dict]) -> list[str]:
     """One line per field of the audit card (``engine.audit.compared_fields``) in which the runs
     differ, with each value and the runs that have it; runs without a card are left out."""
-    carded = [(Path(r["run"]).name, compared_fields(r["audit"])) for r in records if r.get("audit")]
+    labels = run_labels(records)
+    carded = [(labels[r["run"]], compared_fields(r["audit"])) for r in records if r.get("audit")]
     warnings = []
     for field in (carded[0][1] if carded else {}):
         runs_by_value: dict[str, list[str]] = {}
@@ -224,6 +239,9 @@ def read_runs(paths: list[str | Path], by: list[str] | None = None) -> list[dict
     fold), so that runs are grouped and compared by them alone: the winners of equal-budget
     searches (docs/comparisons.md) differ in every tuned hyperparameter, but ``by=["loss"]`` sets
     them side by side."""
+    missing = [str(path) for path in paths if not Path(path).exists()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)}: no such folder")
     records = [read_run(run) for run in find_runs(paths)]
     if not records:
         raise FileNotFoundError(f"no run folders (with .hydra/config.yaml) under {', '.join(map(str, paths))}")

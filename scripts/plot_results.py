@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import yaml  # noqa: E402
 
 from dml_bench.evaluation.metric_names import recall_key  # noqa: E402
@@ -72,6 +73,7 @@ def plot(runs: list[dict], out: Path) -> None:
         for run in runs:
             ax.plot(run["epochs"], run["mi"][key], marker=".", label=run["label"])
         ax.set(xlabel="epoch", title=f"{title} (test set)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 0.96-1.04 for a 1-epoch run
         ax.grid(alpha=0.3)
     recall_ax.legend(fontsize="small")
     fig.tight_layout()

@@ -44,15 +44,18 @@ def test_values_in_percent_with_ci_bold_best_and_daggers_where_holm_p_is_small(t
     assert "% Epochs selected on the test split." in lines
 
 
-def test_equal_displayed_means_are_all_bold_and_missing_values_are_dashes(tmp_path):
+def test_equal_displayed_means_are_all_bold_missing_values_are_dashes_and_failed_configurations_left_out(tmp_path):
     write_run(tmp_path / "0", ["loss=a"], {"recall@1": 0.7341, "map@r": 0.2})
     write_run(tmp_path / "1", ["loss=b"], {"recall@1": 0.7339})  # both print 73.4; b has no map@r
     write_run(tmp_path / "2", ["loss=c"], None, error="The loss became nan")
-    rows = body_rows(latex_table(read_runs([tmp_path])))
+    write_run(tmp_path / "3", ["loss=a"], None, error="killed")
+    tex = latex_table(read_runs([tmp_path]))
+    rows = body_rows(tex)
     assert rows["a"] == ["1", "\\textbf{73.4}", "\\textbf{20.0}"]
     assert rows["b"] == ["1", "\\textbf{73.4}", "--"]
-    assert rows["c"] == ["0", "--", "--"]
-    assert "% 1 failed run left out" in latex_table(read_runs([tmp_path]))
+    assert "c" not in rows and "% Not shown, no run completed: loss=c." in tex  # every run of c failed
+    assert "% 2 failed runs left out" not in tex and "% 1 failed run left out" in tex  # a's failed run
+    assert "no configuration has a completed run" in latex_table(read_runs([tmp_path / "2"]))
 
 
 def test_a_selected_on_column_only_when_the_groups_differ_in_it(tmp_path):

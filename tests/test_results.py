@@ -127,9 +127,19 @@ def test_per_run_table_lists_jobs_in_numeric_order(tmp_path):
     write_run(tmp_path / "1", ["seed=1"], None, error="ValueError: bad m")
     _, headers, rows = collect([tmp_path], per_run=True)
     assert headers == ["run", "seed", "recall@1", "selected_on", "best_epoch", "status"]
-    assert rows == [["1", "1", None, "test", None, "failed: ValueError: bad m"],
+    # the failed run selected nothing: its selected_on is empty
+    assert rows == [["1", "1", None, "", None, "failed: ValueError: bad m"],
                     ["2", "2", 0.02, "test", 3, "completed"],
                     ["10", "10", 0.1, "test", 3, "completed"]]
+
+
+def test_runs_of_several_sweeps_are_named_by_their_path_below_the_shared_folder(tmp_path, capsys):
+    for sweep in ("a", "b"):
+        write_run(tmp_path / "sweeps" / sweep / "0", [f"loss={sweep}"], {"recall@1": 0.5})
+    _, headers, rows = collect([tmp_path / "sweeps" / "a", tmp_path / "sweeps" / "b"], per_run=True)
+    assert [row[0] for row in rows] == ["a/0", "b/0"]
+    assert collect_main([str(tmp_path / "sweeps" / "a"), str(tmp_path / "nowhere")]) == 1
+    assert f"{tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
 
 
 def write_card(folder, **fields):
