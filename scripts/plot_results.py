@@ -16,8 +16,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import yaml  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from dml_bench.evaluation.metric_names import recall_key  # noqa: E402
 from dml_bench.evaluation.mi_terms import ENTROPY, MI_PROXY, TIGHTNESS  # noqa: E402
