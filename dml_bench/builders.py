@@ -73,7 +73,26 @@ def build_datasets(cfg: DictConfig, *, with_train: bool = True) -> dict:
                 datasets["train"], protocol.validation_fraction, protocol.split_seed, transform)
         log.info("validation split: %d of the training classes (%d images) held out",
                  datasets["validation"].num_classes, len(datasets["validation"]))
+    warn_about_classes(datasets)
     return datasets
+
+
+def warn_about_classes(datasets: dict) -> None:
+    """Warn of splits that make the numbers meaningless while the run goes on: training classes
+    that the test split has too (the benchmarks test on unseen classes), or a validation split of
+    one class (its every neighbour is a hit, so each epoch scores 1)."""
+    if "train" in datasets:
+        train, test = datasets["train"], datasets["query"]
+        shared = sorted(set(train.classes) & set(test.classes), key=str)
+        if shared:
+            log.warning("%d of the %d test classes (%s) are training classes too: retrieval benchmarks test on "
+                        "classes unseen in training; check %s and %s", len(shared), test.num_classes,
+                        ", ".join(map(str, shared[:5])) + (", ..." if len(shared) > 5 else ""),
+                        split_file(train.root, train.split), split_file(test.root, test.split))
+    if "validation" in datasets and datasets["validation"].num_classes < 2:
+        log.warning("the validation split holds out a single class: every validation query's neighbours share its "
+                    "label, so each epoch scores 1 and selects nothing; hold out more classes "
+                    "(protocol.validation_fraction) or train on more classes")
 
 
 def selection_split(cfg: DictConfig) -> str:

@@ -2,12 +2,15 @@
 and the run log's ERROR line, wherever it is found: in the main process or in a DataLoader
 worker (the real command line, on tiny csv datasets)."""
 
+import logging
+
 import pytest
 from omegaconf import OmegaConf
 
+from dml_bench.builders import build_datasets
 from dml_bench.engine.resume import flatten
 from dml_bench.errors import MISSING_VALUE_EXAMPLES
-from tests.helpers.config import CONFIG_DIR
+from tests.helpers.config import CONFIG_DIR, compose_config
 from tests.helpers.runs import run_train
 from tests.helpers.tiny_runs import ENV, assert_reported_once, tiny_csv, tiny_csv_args, tiny_train
 
@@ -74,3 +77,22 @@ def test_every_mandatory_value_the_user_gives_has_an_example():
         missing |= {package + key for key, value in values.items() if value == "???"}
     assert {"dataset.root", "checkpoint"} <= missing  # the scan finds them
     assert missing <= set(MISSING_VALUE_EXAMPLES)
+
+
+def test_splits_that_make_the_numbers_meaningless_are_warned_of(tmp_path, caplog):
+    """Training classes in the test split too, or a validation split of one class: the run goes
+    on, with one warning line for each."""
+    data = tiny_csv(tmp_path / "data", classes=4)
+    base = ["dataset=csv", f"dataset.root={data}"]
+    with caplog.at_level(logging.WARNING, logger="dml_bench"):
+        build_datasets(compose_config(base))
+    assert not caplog.records  # tiny_csv's test classes are other classes
+    (data / "splits" / "test.csv").write_text("path,label\nimages/test_0.png,2\nimages/test_1.png,7\n")
+    with caplog.at_level(logging.WARNING, logger="dml_bench"):
+        build_datasets(compose_config(base))
+    assert [r.getMessage()[:68] for r in caplog.records] == [
+        "1 of the 2 test classes (2) are training classes too: retrieval benc"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dml_bench"):
+        build_datasets(compose_config([*base, "protocol=rigorous", "protocol.validation_fraction=0.25"]))
+    assert any("the validation split holds out a single class" in r.getMessage() for r in caplog.records)
