@@ -74,6 +74,8 @@ def train(cfg: DictConfig) -> float | None:
     if validated:  # every rank embeds its shard, as during training
         test_selected_checkpoint(distributed.unwrap(model), test_evaluator, run_dir, device, amp_dtype, summary,
                                  recorder, world)
+    if world.is_main:
+        print(f"\nrun folder: {run_dir}")  # the last line, once everything is written
     distributed.shut_down(world)
     return objective
 

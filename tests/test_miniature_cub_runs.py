@@ -32,18 +32,25 @@ def quickstart_on_cub(cub_root, run_dir, *overrides):
     return json.loads((run_dir / "metrics.json").read_text()), cfg
 
 
-def test_one_quickstart_epoch_on_a_prepared_cub(cub_root, tmp_path):
+def test_one_quickstart_epoch_on_a_prepared_cub(cub_root, tmp_path, capsys):
     run = tmp_path / "run"
     summary, _ = quickstart_on_cub(cub_root, run)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[0].startswith("| epoch ") and printed[-1] == f"run folder: {run}"  # selected on test: no caption
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert summary["best_epoch"] == selected_epoch(history, "recall@1") and summary["status"] == "completed"
     assert summary["metrics"]["num_queries"] == len(TEST_CLASSES) * IMAGES_PER_CLASS
     assert "validation_metrics" not in summary  # protocol=paper: selected on the test split
 
 
-def test_rigorous_protocol_reports_the_test_metrics_of_the_validation_selected_checkpoint(cub_root, tmp_path):
+def test_rigorous_protocol_reports_the_test_metrics_of_the_validation_selected_checkpoint(cub_root, tmp_path, capsys):
     run = tmp_path / "run"
     summary, cfg = quickstart_on_cub(cub_root, run, "protocol=rigorous", "trainer.epochs=2")
+    # The epoch table says it is the validation split's; the test of the selected epoch, then the run folder, end it.
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[0] == "validation split (the held-out training classes that select the epoch):"
+    assert printed[1].startswith("| epoch ") and printed[-1] == f"run folder: {run}"
+    assert next(i for i, line in enumerate(printed) if line.startswith("| test (epoch ")) > 1
     assert summary["selected_on"] == "validation" and summary["monitor"] == "map@r"
     # 20 % of 5 training classes: 1 class held out; the test split is untouched.
     assert summary["validation_metrics"]["num_queries"] == IMAGES_PER_CLASS

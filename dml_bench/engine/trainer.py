@@ -357,5 +357,7 @@ class Trainer:
         rows = [[f"{label} ({r['epoch']})", *(r["metrics"][k] for k in names)]
                 for label, r in (("start", history[0]), ("best", {"epoch": self.best["epoch"],
                                  "metrics": self.best["metrics"]}), ("last", history[-1]))]
-        print("\n" + markdown_table(["epoch", *names], rows) + f"\n\nrun folder: {self.settings.run_dir}")
+        caption = "" if self.settings.selected_on == "test" else (
+            f"\n{self.settings.selected_on} split (the held-out training classes that select the epoch):")
+        print(caption + "\n" + markdown_table(["epoch", *names], rows))
         return summary
