@@ -1,11 +1,14 @@
 """Where and in what precision a run computes: the device, autocast, TF32, determinism."""
 
 import contextlib
+import logging
 import os
 
 import torch
 
 from dml_bench.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -17,13 +20,18 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 on CUDA, none on CPU."""
+    """auto: bf16 on CUDA, none on CPU. Autocast runs on CUDA only (``autocast``), so elsewhere
+    bf16 and fp16 are ignored, with one warning: a user who asked for them should know."""
     choices = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
     if amp == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     if amp not in choices:
         raise UserError(f"trainer.amp={amp} is not one of auto, {', '.join(choices)}.")
-    return choices[amp] if device.type == "cuda" else None
+    if device.type != "cuda" and choices[amp] is not None:
+        log.warning("trainer.amp=%s is ignored on %s (autocast runs on CUDA only): this run computes in float32.",
+                    amp, device.type)
+        return None
+    return choices[amp]
 
 
 def autocast(device: torch.device, amp_dtype: torch.dtype | None):

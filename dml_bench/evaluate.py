@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dml_bench import builders, run_folder
+from dml_bench.config_checks import check_config, warn_unused_launcher
 from dml_bench.device import resolve_amp, resolve_device, set_tf32
 from dml_bench.engine.checkpoint import load_checkpoint
 from dml_bench.errors import UserError
@@ -47,6 +48,8 @@ def run_config(saved: dict, composed: DictConfig, typed_overrides: list[str]) ->
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    check_config(cfg)  # what the user typed; the run's own values passed it when it trained
+    warn_unused_launcher()
     checkpoint = Path(cfg.checkpoint)
     if not checkpoint.is_file():
         raise UserError(f"checkpoint={checkpoint} does not exist; pass a run's checkpoints/best.pt or last.pt.")
@@ -55,10 +58,11 @@ def evaluate(cfg: DictConfig) -> dict:
     cfg = run_config(state["config"], cfg, HydraConfig.get().overrides.task)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.trainer.device)
+    amp_dtype = resolve_amp(cfg.trainer.amp, device)
     set_tf32(cfg.trainer.tf32)  # the run's arithmetic (runs saved before the option: the default, fp32)
     datasets, evaluator = builders.build_test_evaluator(cfg, device)
     model = builders.build_trained_model(cfg.model, state["model"]).to(device)
-    evaluation = evaluator(model, device, resolve_amp(cfg.trainer.amp, device))
+    evaluation = evaluator(model, device, amp_dtype)
     metrics = evaluation.metrics
     out_dir = checkpoint.parent
     write_json(out_dir / "eval_metrics.json", {"checkpoint": str(checkpoint), "epoch": state["epoch"],
