@@ -135,10 +135,19 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError("; ".join(problems) + ".")
 
 
-def warn_unused_launcher() -> None:
-    """Hydra hands only multiruns to a launcher: without ``-m``, ``hydra/launcher=slurm`` would
-    silently run on this machine."""
-    launcher = HydraConfig.get().runtime.choices.get("hydra/launcher")
-    if launcher not in (None, "basic") and not in_multirun():
+def warn_unused_plugins() -> None:
+    """Hydra hands only multiruns to a launcher or a sweeper: without ``-m``,
+    ``hydra/launcher=slurm`` would silently run on this machine, and ``search=NAME`` (its Optuna
+    sweeper) one run with the config's own values."""
+    if in_multirun():
+        return
+    choices = HydraConfig.get().runtime.choices
+    launcher, sweeper = choices.get("hydra/launcher"), choices.get("hydra/sweeper")
+    if launcher not in (None, "basic"):
         log.warning("hydra/launcher=%s applies to multiruns (-m) only: this command runs here, on this machine.",
                     launcher)
+    if sweeper not in (None, "basic"):
+        search = choices.get("search")
+        chosen = f"search={search} (hydra/sweeper={sweeper})" if search else f"hydra/sweeper={sweeper}"
+        log.warning("%s applies to multiruns (-m) only: this command trains one run with the config's values; "
+                    "add -m to search.", chosen)

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dml_bench import builders, run_folder
-from dml_bench.config_checks import check_config, warn_unused_launcher
+from dml_bench.config_checks import check_config, warn_unused_plugins
 from dml_bench.device import resolve_amp, resolve_device, set_tf32
 from dml_bench.engine.checkpoint import load_checkpoint
 from dml_bench.errors import UserError
@@ -49,7 +49,7 @@ def run_config(saved: dict, composed: DictConfig, typed_overrides: list[str]) ->
 
 def evaluate(cfg: DictConfig) -> dict:
     check_config(cfg)  # what the user typed; the run's own values passed it when it trained
-    warn_unused_launcher()
+    warn_unused_plugins()
     checkpoint = Path(cfg.checkpoint)
     if not checkpoint.is_file():
         raise UserError(f"checkpoint={checkpoint} does not exist; pass a run's checkpoints/best.pt or last.pt.")

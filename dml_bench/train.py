@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dml_bench import builders, run_folder
-from dml_bench.config_checks import check_config, warn_unused_launcher
+from dml_bench.config_checks import check_config, warn_unused_plugins
 from dml_bench.device import resolve_amp, resolve_device, set_deterministic, set_tf32
 from dml_bench.engine import distributed
 from dml_bench.engine.audit import audit_card, log_card
@@ -32,7 +32,7 @@ def train(cfg: DictConfig) -> float | None:
     """Returns the validation value of ``trainer.monitor`` at the selected epoch (a search's
     objective, configs/search/), never a test metric: None under protocol=paper."""
     check_config(cfg)
-    warn_unused_launcher()
+    warn_unused_plugins()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     checkpoint = None
     if cfg.resume:

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 
-from dml_bench.config_checks import CHECKS, check_config, warn_unused_launcher
+from dml_bench.config_checks import CHECKS, check_config, warn_unused_plugins
 from dml_bench.device import resolve_amp
 from dml_bench.errors import UserError
 from dml_bench.evaluate import evaluate
@@ -116,13 +116,18 @@ def test_amp_is_ignored_off_cuda_with_a_warning(amp, device, dtype, warned, capl
     assert len(warnings(caplog)) == warned
 
 
-@pytest.mark.parametrize(("launcher", "mode", "warned"), [
-    ("slurm", RunMode.RUN, True), ("slurm_local", RunMode.MULTIRUN, False), (None, RunMode.RUN, False),
+@pytest.mark.parametrize(("plugin", "mode", "warned"), [
+    ("hydra/launcher=slurm", RunMode.RUN, True), ("hydra/launcher=slurm_local", RunMode.MULTIRUN, False),
+    (None, RunMode.RUN, False), ("search=contrastive", RunMode.RUN, True),
+    ("search=contrastive", RunMode.MULTIRUN, False),
 ])
-def test_a_launcher_warns_only_outside_a_multirun(launcher, mode, warned, tmp_path, caplog):
-    with hydra_job([f"hydra/launcher={launcher}"] if launcher else [], output_dir=tmp_path):
+def test_a_launcher_or_a_search_warns_only_outside_a_multirun(plugin, mode, warned, tmp_path, caplog):
+    with hydra_job([plugin] if plugin else [], output_dir=tmp_path):
         with read_write(HydraConfig.get()):
             HydraConfig.get().mode = mode
         with caplog.at_level(logging.WARNING):
-            warn_unused_launcher()
+            warn_unused_plugins()
     assert len(warnings(caplog)) == warned
+    if warned and plugin.startswith("search="):
+        assert warnings(caplog)[0].startswith("search=contrastive (hydra/sweeper=equal_budget) applies to multiruns (-m) "
+                                              "only: this command trains one run")
