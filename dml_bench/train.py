@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dml_bench import builders, run_folder
+from dml_bench import builders, interruption, run_folder
 from dml_bench.device import resolve_amp, resolve_device, set_deterministic, set_tf32
 from dml_bench.engine import distributed
 from dml_bench.engine.audit import audit_card, log_card
@@ -80,12 +80,13 @@ def train(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def _main(cfg: DictConfig) -> float | None:
-    return report_user_errors(train, cfg)
+    with interruption.reported():
+        return report_user_errors(train, cfg)
 
 
 def main() -> None:
     run_folder.register()  # configs/train.yaml names its run folder with these resolvers
-    _main()
+    interruption.ended_by_signals(_main)
 
 
 if __name__ == "__main__":
