@@ -36,6 +36,9 @@ def train(cfg: DictConfig) -> float | None:
         checkpoint = resume_checkpoint(cfg.resume, run_dir, OmegaConf.to_container(cfg, resolve=False),
                                        HydraConfig.get().overrides.task)
     world = builders.build_world(cfg)
+    if cfg.resume and checkpoint is None:  # logged from here on by rank 0 alone
+        log.info("resume=%s: no checkpoint to continue from (%s does not exist yet); the run starts again from "
+                 "scratch in its folder", cfg.resume, run_dir / "checkpoints" / "last.pt")
     seed_everything(cfg.seed)
     device = distributed.rank_device(resolve_device(cfg.trainer.device), world)
     deterministic = set_deterministic(cfg.trainer.deterministic, device)

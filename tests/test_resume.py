@@ -104,6 +104,10 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_afresh(dat
     assert checkpoint(run_dir) is None, "killed too late: the first checkpoint was already written"
     tiny_train(*tiny_args(data, f"resume={run_dir}"))
     assert_same_run(run_dir, reference)
+    said = [line for line in (run_dir / "train.log").read_text().splitlines() if "no checkpoint" in line]
+    assert said == [said[0]] and said[0].endswith(
+        f"[INFO] - resume={run_dir}: no checkpoint to continue from ({run_dir / 'checkpoints' / 'last.pt'} does "
+        "not exist yet); the run starts again from scratch in its folder"), said
 
 
 @pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
