@@ -306,8 +306,13 @@ class Trainer:
             ckpt.save_checkpoint(self.checkpoint_dir / name, self.state_dict())
 
     def last_good_checkpoint(self) -> str:
-        path = self.checkpoint_dir / "last.pt"
-        return f"The last good checkpoint is {path}." if path.exists() else "No checkpoint was written yet."
+        """The checkpoints that exist: last.pt, else best.pt (before last.pt, only epoch 0's)."""
+        last, best = self.checkpoint_dir / "last.pt", self.checkpoint_dir / "best.pt"
+        if last.exists():
+            return f"The last good checkpoint is {last}."
+        if best.exists():
+            return f"No last.pt was written yet; the last good checkpoint is {best} (epoch 0, before training)."
+        return "No checkpoint was written yet."
 
     def resume(self, path: Path) -> None:
         """Continue from a checkpoint, with the evaluations it knew."""
