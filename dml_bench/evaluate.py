@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint: ``python -m dml_bench.evaluate checkpoint=RUN_DIR/checkpoints/best.pt``.
+"""Evaluate a checkpoint: ``python -m dml_bench.evaluate checkpoint=RUN_DIR/checkpoints/best.pt``
+(or ``checkpoint=RUN_DIR``, for its best.pt).
 
 The run's saved config decides the data, model and metrics; what the user types on the command
 line replaces the matching parts. Embeds the test split(s) with the same builders and code the
@@ -8,7 +9,6 @@ the retrieval grids ``retrievals/<checkpoint name>_{sample,worst}.png``) next to
 """
 
 import logging
-from pathlib import Path
 
 import hydra
 import numpy as np
@@ -18,8 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from dml_bench import builders, run_folder
 from dml_bench.device import resolve_amp, resolve_device, set_tf32
 from dml_bench.engine.checkpoint import load_checkpoint
-from dml_bench.errors import UserError
-from dml_bench.evaluated_files import output_name
+from dml_bench.evaluated_files import checkpoint_file, output_name
 from dml_bench.evaluation.metric_names import NUM_QUERIES
 from dml_bench.files import write_json
 from dml_bench.tables import markdown_table
@@ -48,9 +47,7 @@ def run_config(saved: dict, composed: DictConfig, typed_overrides: list[str]) ->
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    checkpoint = Path(cfg.checkpoint)
-    if not checkpoint.is_file():
-        raise UserError(f"checkpoint={checkpoint} does not exist; pass a run's checkpoints/best.pt or last.pt.")
+    checkpoint = checkpoint_file(cfg.checkpoint)
     state = load_checkpoint(checkpoint)
     save_embeddings, visualize, retrievals = cfg.save_embeddings, cfg.visualize, cfg.retrievals
     cfg = run_config(state["config"], cfg, HydraConfig.get().overrides.task)

@@ -2,6 +2,7 @@
 point's function runs in this process; the one-line error runs the command itself."""
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -120,6 +121,24 @@ def test_each_checkpoint_keeps_its_own_outputs(quickstart_run, tmp_path):
         saved = json.loads((run / "checkpoints" / f"{name}_eval_metrics.json").read_text())
         assert saved["checkpoint"] == str(run / "checkpoints" / f"{name}.pt")
         assert saved["epoch"] == torch.load(run / "checkpoints" / f"{name}.pt", weights_only=False)["epoch"]
+
+
+def test_a_run_folder_evaluates_its_best_checkpoint(quickstart_run, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(quickstart_run, run)
+    caplog.set_level(logging.INFO, logger="dml_bench")
+    assert run_evaluate(tmp_path, f"checkpoint={run}") == 0
+    assert f"checkpoint={run} is a run folder: evaluating its {run / 'checkpoints' / 'best.pt'}" in caplog.messages
+    saved = json.loads((run / "checkpoints" / "best_eval_metrics.json").read_text())
+    assert saved["checkpoint"] == str(run / "checkpoints" / "best.pt")
+
+
+def test_a_folder_without_a_best_checkpoint_says_what_to_give(tmp_path, capsys):
+    assert run_evaluate(tmp_path, f"checkpoint={tmp_path}") == 1
+    stderr = capsys.readouterr().err
+    assert (f"checkpoint={tmp_path} is a folder but no run folder with a checkpoint: "
+            f"{tmp_path / 'checkpoints' / 'best.pt'} does not exist; give a run folder") in stderr
+    assert "Traceback" not in stderr
 
 
 def test_missing_checkpoint_is_a_one_line_error(tmp_path):
