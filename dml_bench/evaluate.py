@@ -1,14 +1,14 @@
-"""Evaluate a checkpoint: ``python -m dml_bench.evaluate checkpoint=RUN_DIR/checkpoints/best.pt``.
+"""Evaluate a checkpoint: ``python -m dml_bench.evaluate checkpoint=RUN_DIR/checkpoints/best.pt``
+(or ``checkpoint=RUN_DIR``, for its best.pt).
 
 The run's saved config decides the data, model and metrics; what the user types on the command
 line replaces the matching parts. Embeds the test split(s) with the same builders and code the
-trainer uses, prints the metrics table and writes ``eval_metrics.json`` (and, with
-``save_embeddings=true``, ``embeddings/*.npy``; with ``visualize=true``, the retrieval grids
-``retrievals/<checkpoint name>_{sample,worst}.png``) next to the checkpoint.
+trainer uses, prints the metrics table and writes ``<checkpoint name>_eval_metrics.json`` (and,
+with ``save_embeddings=true``, ``embeddings/<checkpoint name>_*.npy``; with ``visualize=true``,
+the retrieval grids ``retrievals/<checkpoint name>_{sample,worst}.png``) next to the checkpoint.
 """
 
 import logging
-from pathlib import Path
 
 import hydra
 import numpy as np
@@ -19,7 +19,7 @@ from dml_bench import builders, run_folder
 from dml_bench.config_checks import check_config, warn_unused_plugins
 from dml_bench.device import resolve_amp, resolve_device, set_tf32
 from dml_bench.engine.checkpoint import load_checkpoint
-from dml_bench.errors import UserError
+from dml_bench.evaluated_files import checkpoint_file, output_name
 from dml_bench.evaluation.metric_names import NUM_QUERIES
 from dml_bench.files import write_json
 from dml_bench.tables import markdown_table
@@ -50,9 +50,7 @@ def run_config(saved: dict, composed: DictConfig, typed_overrides: list[str]) ->
 def evaluate(cfg: DictConfig) -> dict:
     check_config(cfg)  # what the user typed; the run's own values passed it when it trained
     warn_unused_plugins()
-    checkpoint = Path(cfg.checkpoint)
-    if not checkpoint.is_file():
-        raise UserError(f"checkpoint={checkpoint} does not exist; pass a run's checkpoints/best.pt or last.pt.")
+    checkpoint = checkpoint_file(cfg.checkpoint)
     state = load_checkpoint(checkpoint)
     save_embeddings, visualize, retrievals = cfg.save_embeddings, cfg.visualize, cfg.retrievals
     cfg = run_config(state["config"], cfg, HydraConfig.get().overrides.task)
@@ -65,23 +63,24 @@ def evaluate(cfg: DictConfig) -> dict:
     evaluation = evaluator(model, device, amp_dtype)
     metrics = evaluation.metrics
     out_dir = checkpoint.parent
-    write_json(out_dir / "eval_metrics.json", {"checkpoint": str(checkpoint), "epoch": state["epoch"],
-                                               "dataset": cfg.dataset.name, "metrics": metrics})
+    metrics_file = out_dir / output_name(checkpoint, "eval_metrics.json")
+    write_json(metrics_file, {"checkpoint": str(checkpoint), "epoch": state["epoch"], "dataset": cfg.dataset.name,
+                              "metrics": metrics})
     if save_embeddings:
         (out_dir / "embeddings").mkdir(exist_ok=True)
         for name, values in evaluation.embeddings.items():
-            np.save(out_dir / "embeddings" / f"{name}.npy", values.cpu().numpy())
+            np.save(out_dir / "embeddings" / output_name(checkpoint, f"{name}.npy"), values.cpu().numpy())
     if visualize:
         grids = retrieval_grids(evaluation, datasets["query"], datasets.get("gallery"),
                                 builders.build_grid_settings(cfg, retrievals))
         (out_dir / "retrievals").mkdir(exist_ok=True)
         for name, grid in grids.items():
-            grid.save(out_dir / "retrievals" / f"{checkpoint.stem}_{name}.png")
+            grid.save(out_dir / "retrievals" / output_name(checkpoint, f"{name}.png"))
     names = [k for k in metrics if k != NUM_QUERIES]
     print(markdown_table(["checkpoint", *names, NUM_QUERIES],
                          [[f"{checkpoint.name} (epoch {state['epoch']})", *(metrics[k] for k in names),
                            metrics[NUM_QUERIES]]]))
-    print(f"\nwritten: {out_dir / 'eval_metrics.json'}" + (f", {out_dir / 'retrievals'}/" if visualize else ""))
+    print(f"\nwritten: {metrics_file}" + (f", {out_dir / 'retrievals'}/" if visualize else ""))
     return metrics
 
 

@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dml_bench import builders, run_folder
+from dml_bench import builders, interruption, run_folder
 from dml_bench.config_checks import check_config, warn_unused_plugins
 from dml_bench.device import resolve_amp, resolve_device, set_deterministic, set_tf32
 from dml_bench.engine import distributed
@@ -39,6 +39,9 @@ def train(cfg: DictConfig) -> float | None:
         checkpoint = resume_checkpoint(cfg.resume, run_dir, OmegaConf.to_container(cfg, resolve=False),
                                        HydraConfig.get().overrides.task)
     world = builders.build_world(cfg)
+    if cfg.resume and checkpoint is None:  # logged from here on by rank 0 alone
+        log.info("resume=%s: no checkpoint to continue from (%s does not exist yet); the run starts again from "
+                 "scratch in its folder", cfg.resume, run_dir / "checkpoints" / "last.pt")
     seed_everything(cfg.seed)
     device = distributed.rank_device(resolve_device(cfg.trainer.device), world)
     deterministic = set_deterministic(cfg.trainer.deterministic, device)
@@ -85,12 +88,13 @@ def train(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def _main(cfg: DictConfig) -> float | None:
-    return report_user_errors(train, cfg)
+    with interruption.reported():
+        return report_user_errors(train, cfg)
 
 
 def main() -> None:
     run_folder.register()  # configs/train.yaml names its run folder with these resolvers
-    _main()
+    interruption.ended_by_signals(_main)
 
 
 if __name__ == "__main__":

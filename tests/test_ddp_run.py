@@ -1,6 +1,6 @@
 """torchrun with 2 CPU processes under gloo: the ranks share one run folder that rank 0 alone
 writes; killed with SIGKILL and resumed under torchrun, the run ends with the metrics of a single
-process trained on the same global batches.
+process trained on the same global batches; interrupted, it says so once.
 
 Tolerance: the ranks add the gradients of their halves of each batch where one process sums the
 whole batch at once, so results agree up to floating-point rounding, which training amplifies (the
@@ -11,6 +11,9 @@ differ from the global batch's (SyncBatchNorm, used on CUDA, has no CPU kernel).
 """
 
 import json
+import signal
+import subprocess
+import time
 
 import pytest
 
@@ -61,3 +64,17 @@ def test_torchrun_run_resumes_after_sigkill_and_matches_a_single_process(data, t
     assert log.count("epoch 0: recall@1") == 1 and log.count("resumed from") == 1
     assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 2  # one per launch
     assert json.loads((run_dir / "run_info.json").read_text())["world_size"] == 2
+
+
+def test_an_interrupted_torchrun_run_says_so_once(data, tmp_path):
+    run = start_train("trainer=ddp", *tiny_args(data), launcher=TORCHRUN, cwd=tmp_path, stdout=subprocess.PIPE)
+    while not list(tmp_path.glob("outputs/*/*/checkpoints/last.pt")):
+        assert run.poll() is None, run.stderr.read()[-3000:]
+        time.sleep(0.01)
+    run.send_signal(signal.SIGTERM)  # torchrun hands it to every rank
+    stdout, _ = run.communicate(timeout=300)
+    [run_dir] = tmp_path.glob("outputs/*/*")
+    said = "interrupted (SIGTERM) during epoch 2; continue it with: torchrun ... -m dml_bench.train trainer=ddp "
+    [logged] = [line for line in (run_dir / "train.log").read_text().splitlines() if "interrupted" in line]
+    assert said in logged and logged.endswith(f" resume={run_dir}"), logged
+    assert stdout.count("interrupted (") == 1, stdout[-3000:]

@@ -46,6 +46,16 @@ def test_non_finite_loss_names_step_and_value_and_keeps_the_last_good_checkpoint
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_non_finite_loss_before_the_first_last_checkpoint_names_the_best_one(data, tmp_path):
+    result = tiny_train(*tiny_args(data, "optimizer.lr=1e6", "model.freeze_bn=true", f"hydra.run.dir={tmp_path}"),
+                        check=False)
+    assert_one_paragraph(result)
+    best = tmp_path / "checkpoints" / "best.pt"
+    assert best.is_file() and not (tmp_path / "checkpoints" / "last.pt").exists()
+    said = r"The loss became \S+ at epoch 1, step \d+\. No last\.pt was written yet; the last good checkpoint is "
+    assert re.search(said + rf"{re.escape(str(best))} \(epoch 0, before training\)\.", result.stderr), result.stderr
+
+
 def test_non_finite_weights_are_never_checkpointed(data, tmp_path):
     result = tiny_train(*tiny_args(data, "optimizer.lr=1e6", "trainer.checkpoint_every_steps=1",
                                    f"hydra.run.dir={tmp_path}"), check=False)

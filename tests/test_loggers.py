@@ -3,6 +3,7 @@ each library's own reader, and a resumed run continues its record."""
 
 import csv
 import json
+import signal
 import sys
 
 import pytest
@@ -14,6 +15,7 @@ from dml_bench.engine.loggers import MLflow, ScalarsCSV, mlflow_key
 from dml_bench.engine.recorders import RunContext, RunFiles, TensorBoard
 from dml_bench.errors import UserError
 from dml_bench.files import read_jsonl
+from dml_bench.interruption import Interrupted
 from tests.helpers.config import compose_config
 from tests.test_trainer_surface import make_trainer
 
@@ -80,6 +82,28 @@ def test_every_logger_records_the_same_scalars(tmp_path):
     _, run = mlflow_run(tmp_path)
     assert run.info.status == "FINISHED" and run.info.run_name == str(tmp_path)
     assert run.data.params["loss._target_"] == cfg.loss._target_ and run.data.params["seed"] == "0"
+
+
+def test_an_interrupted_run_leaves_what_its_loggers_logged_on_disk_and_mlflow_says_killed(tmp_path):
+    pytest.importorskip("mlflow")
+    recorder = build_recorder(compose_config(["logger=[tensorboard,csv,mlflow]"]), tmp_path, World(), {})
+    trainer = make_trainer(tmp_path, recorder=recorder)
+    step = trainer.train_step
+
+    def ctrl_c_at_the_third_step(images, targets):
+        if trainer.global_step == 2:
+            raise KeyboardInterrupt
+        return step(images, targets)
+
+    trainer.train_step = ctrl_c_at_the_third_step
+    with pytest.raises(Interrupted) as stopped:
+        trainer.fit()
+    assert (stopped.value.signum, stopped.value.during) == (signal.SIGINT, "epoch 1")
+    # The loss of step 2 was logged after the last flush (the evaluation at step 0).
+    assert [step for step, _ in csv_scalars(tmp_path / "scalars.csv")["train/loss"]] == [2]
+    assert [step for step, _ in tb_scalars(tmp_path / "tb")["train/loss"]] == [2]
+    _, run = mlflow_run(tmp_path)
+    assert run.info.status == "KILLED"
 
 
 def test_a_resumed_csv_drops_the_rows_logged_after_the_checkpoint(tmp_path):

@@ -1,9 +1,15 @@
-"""Reproducible runs and crash-safe resume: a run killed with SIGKILL at any point and resumed
-with ``resume=RUN_DIR`` ends exactly as the uninterrupted run (tiny real runs on CPU, compared
-for equality: metrics.json, history.jsonl and every TensorBoard scalar)."""
+"""Reproducible runs and crash-safe resume: a run killed with SIGKILL at any point, or interrupted
+with Ctrl-C or SIGTERM, and resumed with ``resume=RUN_DIR`` ends exactly as the uninterrupted run
+(tiny real runs on CPU, compared for equality: metrics.json, history.jsonl and every TensorBoard
+scalar)."""
 
 import json
+import os
+import shlex
 import shutil
+import signal
+import subprocess
+import time
 
 import pytest
 import torch
@@ -97,6 +103,33 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_afresh(dat
     kill_when(start_train(*tiny_args(data, f"hydra.run.dir={run_dir}")), lambda: history_epochs(run_dir) == [0])
     assert checkpoint(run_dir) is None, "killed too late: the first checkpoint was already written"
     tiny_train(*tiny_args(data, f"resume={run_dir}"))
+    assert_same_run(run_dir, reference)
+    said = [line for line in (run_dir / "train.log").read_text().splitlines() if "no checkpoint" in line]
+    assert said == [said[0]] and said[0].endswith(
+        f"[INFO] - resume={run_dir}: no checkpoint to continue from ({run_dir / 'checkpoints' / 'last.pt'} does "
+        "not exist yet); the run starts again from scratch in its folder"), said
+
+
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_says_where_it_stopped_and_its_command_continues_it(data, reference, tmp_path, sent):
+    run_dir = tmp_path / "run"
+    run = start_train(*tiny_args(data, "trainer.num_workers=2", f"hydra.run.dir={run_dir}"), stdout=subprocess.PIPE,
+                      process_group=0)
+    while not (run_dir / "checkpoints" / "last.pt").exists():  # epoch 1 is done: epoch 2 (10 steps) begins
+        assert run.poll() is None, run.stderr.read()[-3000:]
+        time.sleep(0.01)
+    os.killpg(run.pid, sent)  # as Ctrl-C or a scheduler sends it: to the DataLoader workers too
+    stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == -sent, stderr[-3000:]  # ended by the signal: a shell's $? is 130 or 143
+    console = stdout + stderr
+    assert "Traceback" not in console, console[-3000:]
+    said = f"interrupted ({sent.name}) during epoch 2; continue it with: "
+    [shown] = [line for line in console.splitlines() if "interrupted" in line]
+    [logged] = [line for line in (run_dir / "train.log").read_text().splitlines() if "interrupted" in line]
+    assert shown == logged and f"[WARNING] - {said}" in logged, logged
+    command = shlex.split(logged.split(said, 1)[1])
+    assert command[:3] == ["python", "-m", "dml_bench.train"] and command[-1] == f"resume={run_dir}"
+    tiny_train(*command[3:])
     assert_same_run(run_dir, reference)
 
 

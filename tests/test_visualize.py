@@ -253,6 +253,18 @@ def test_validation_evaluations_are_not_drawn_and_the_final_test_is(loo, tmp_pat
     assert embedding.tensor_name == "test:00004" and len(vectors) == len(metadata) == 20
 
 
+def test_an_interrupted_run_keeps_its_grids_and_leaves_the_projector_to_its_end(loo, tmp_path):
+    dataset, evaluation = loo
+    board = RetrievalBoard(tmp_path / "tb", {"query": dataset}, GridSettings(k=3, queries=2),
+                           Projector({"query": dataset}, max_points=7, seed=0))
+    board.open(None, [])
+    board.evaluation({"epoch": 0, "step": 0})
+    board.selected(0, evaluation)
+    board.interrupted()  # Ctrl-C: the resumed run writes the projector of its selected epoch at its end
+    assert set(images(tmp_path / "tb")) == {"retrievals/sample", "retrievals/worst"}
+    assert not (tmp_path / "tb" / "projector_config.pbtxt").exists()
+
+
 def test_the_quickstart_logs_its_selected_epoch(quickstart_run):
     """experiment=quickstart turns trainer.log_retrievals on: the best epoch's grids at its step, and
     the projector of its test embeddings (recomputed from best.pt)."""

@@ -133,3 +133,8 @@ class MLflow(Recorder):
     def close(self):
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, "FINISHED")
+
+    def interrupted(self):
+        """MLflow's status of a run that was stopped (resuming sets it RUNNING again)."""
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, "KILLED")

@@ -2,7 +2,8 @@
 
 The trainer calls ``open`` once, ``scalars`` and ``evaluation`` as it goes, ``selected`` whenever
 an evaluation becomes the one the run reports, ``flush`` after each evaluation and before each
-checkpoint (the points a run resumes from), ``summary`` once at the end and ``close``.
+checkpoint (the points a run resumes from), ``summary`` once at the end and ``close``; or, when
+the run is interrupted (Ctrl-C, SIGTERM), ``interrupted`` instead of the last two.
 ``RunFiles`` writes history.jsonl, per_query.npz and metrics.json; ``TensorBoard`` the event
 files; ``Recorders`` passes every call on to several. Another logger is one more subclass in the
 list the training script builds: the loop does not change. Only rank 0 records: the other ranks
@@ -59,6 +60,11 @@ class Recorder:
     def close(self) -> None:
         pass
 
+    def interrupted(self) -> None:
+        """The run stops before its end, to be resumed: what was recorded must be on disk."""
+        self.flush()
+        self.close()
+
 
 class Recorders(Recorder):
     def __init__(self, recorders: list[Recorder]):
@@ -91,6 +97,10 @@ class Recorders(Recorder):
     def close(self):
         for recorder in self.recorders:
             recorder.close()
+
+    def interrupted(self):
+        for recorder in self.recorders:
+            recorder.interrupted()
 
 
 class RunFiles(Recorder):

@@ -1,5 +1,6 @@
 """``resume=RUN_DIR``: continue a run in its own folder, from its last checkpoint, with its config."""
 
+import shlex
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -23,6 +24,13 @@ def flatten(tree, prefix: str = "") -> dict:
     for key, value in tree.items():
         flat.update(flatten(value, f"{prefix}{key}."))
     return {key.rstrip("."): value for key, value in flat.items()}
+
+
+def resume_command(overrides: list[str], run_dir, launcher: str = "python") -> str:
+    """The command that continues the run in ``run_dir``: the ``overrides`` of the command that
+    started it, and ``resume=`` that folder; ``launcher`` runs the module (``torchrun ...``)."""
+    kept = [override for override in overrides if not override.startswith("resume=")]
+    return f"{launcher} -m dml_bench.train {shlex.join([*kept, f'resume={run_dir}'])}"
 
 
 def _shown(config: dict, key: str) -> str:
@@ -59,7 +67,7 @@ def resume_checkpoint(resume: str, run_dir: Path, config: dict, command: list[st
         raise UserError(
             f"resume={resume} continues that run with the config it was started with, but this command "
             f"changes {settings}: {differences}. Give the run's own overrides again: "
-            f"python -m dml_bench.train {' '.join(overrides)} resume={resume}"
+            f"{resume_command(overrides, resume)}"
         )
     checkpoint = run_dir / "checkpoints" / "last.pt"
     return checkpoint if checkpoint.is_file() else None

@@ -33,6 +33,7 @@ from dml_bench.engine.recorders import Recorder
 from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import Evaluation
 from dml_bench.evaluation.metric_names import NUM_QUERIES, eval_tag
+from dml_bench.interruption import Interrupted, signal_of
 from dml_bench.oom import suggest_smaller_batch
 from dml_bench.tables import markdown_table
 
@@ -125,6 +126,7 @@ class Trainer:
         self.start_time, self.elapsed_before = time.time(), 0.0  # elapsed_before: resumed runs' time
         self.best = {"epoch": None, "value": -math.inf, "metrics": None}
         self.history: list[dict] = []  # one record per evaluation (rank 0)
+        self.doing = "the evaluation before training"  # what an interruption stops (Interrupted.during)
 
     # ---- training -------------------------------------------------------------------------
     def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -164,6 +166,7 @@ class Trainer:
         self.model.train()
         self.loss.train()
         epoch = self.epoch + 1
+        self.doing = f"epoch {epoch}"
         start_epoch(getattr(self.train_loader, "sampler", None), epoch, self.batches_done)
         epoch_batches = self.batches_done + len(self.train_loader)
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.settings.epochs}", leave=False,
@@ -193,6 +196,7 @@ class Trainer:
     def evaluate(self, train_loss: float | None, elapsed: float) -> tuple[dict, Evaluation | None]:
         """Every rank embeds its share of the evaluation split(s); rank 0 computes the metrics, as
         a single process would, and the other ranks get them (and no Evaluation)."""
+        self.doing = f"the evaluation of epoch {self.epoch}" if self.epoch else "the evaluation before training"
         evaluation = self.evaluator(unwrap(self.model), self.device, self.amp_dtype)
         if not self.world.is_main:
             return broadcast_object(None, self.world), None
@@ -302,8 +306,13 @@ class Trainer:
             ckpt.save_checkpoint(self.checkpoint_dir / name, self.state_dict())
 
     def last_good_checkpoint(self) -> str:
-        path = self.checkpoint_dir / "last.pt"
-        return f"The last good checkpoint is {path}." if path.exists() else "No checkpoint was written yet."
+        """The checkpoints that exist: last.pt, else best.pt (before last.pt, only epoch 0's)."""
+        last, best = self.checkpoint_dir / "last.pt", self.checkpoint_dir / "best.pt"
+        if last.exists():
+            return f"The last good checkpoint is {last}."
+        if best.exists():
+            return f"No last.pt was written yet; the last good checkpoint is {best} (epoch 0, before training)."
+        return "No checkpoint was written yet."
 
     def resume(self, path: Path) -> None:
         """Continue from a checkpoint, with the evaluations it knew."""
@@ -316,13 +325,26 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self, resume_from: Path | None = None) -> dict:
-        """Train and evaluate every epoch; ``resume_from`` continues from that checkpoint."""
+        """Train and evaluate every epoch; ``resume_from`` continues from that checkpoint. An
+        interruption (Ctrl-C, SIGTERM) leaves the recorders' records on disk and raises Interrupted."""
         self.start_time = time.time()
         if resume_from is not None:
             self.resume(resume_from)
         self.recorder.open(None if resume_from is None else self.global_step, self.history)
+        try:
+            self.run_epochs(evaluate_first=resume_from is None)
+        except KeyboardInterrupt as stop:
+            self.recorder.interrupted()
+            raise Interrupted(signal_of(stop), self.doing) from stop
+        if not self.world.is_main:
+            return {"metrics": self.best["metrics"], "best_epoch": self.best["epoch"]}
+        summary = self.finish(self.elapsed())
+        self.recorder.close()
+        return summary
+
+    def run_epochs(self, evaluate_first: bool) -> None:
         epochs = self.settings.epochs
-        if resume_from is None:
+        if evaluate_first:
             self.evaluate_and_select(None)
         while self.epoch < epochs and not self.stop_early():
             train_loss = self.train_one_epoch()
@@ -332,11 +354,6 @@ class Trainer:
             self.save_checkpoint("last.pt")
         if epochs == 0:
             self.save_checkpoint("last.pt")
-        if not self.world.is_main:
-            return {"metrics": self.best["metrics"], "best_epoch": self.best["epoch"]}
-        summary = self.finish(self.elapsed())
-        self.recorder.close()
-        return summary
 
     def finish(self, wall_time: float) -> dict:
         history = self.history

@@ -51,6 +51,10 @@ class RetrievalBoard(TensorBoard):
         else:
             self.writer.flush()
 
+    def interrupted(self):
+        self.projected = None  # the projector shows the run's end: the resumed run writes it
+        super().interrupted()
+
     def close(self):
         if self.projected is not None:
             (step, points), start = self.projected, time.perf_counter()

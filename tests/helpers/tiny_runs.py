@@ -134,12 +134,13 @@ def torchrun_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
-def start_train(*args: str, launcher=(sys.executable, "-m"), cwd=None) -> subprocess.Popen:
+def start_train(*args: str, launcher=(sys.executable, "-m"), cwd=None, **popen) -> subprocess.Popen:
     """``python -m dml_bench.train ARGS`` (or ``torchrun ... -m``) in the background, from ``cwd``
-    (the session folder by default)."""
+    (the session folder by default): its stderr piped and its stdout dropped, unless ``popen``
+    (more options of ``subprocess.Popen``) says otherwise."""
     return subprocess.Popen([*launcher, "dml_bench.train", *args], cwd=cwd or session.folder(),
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **ENV},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **ENV}, text=True,
+                            **{"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, **popen})
 
 
 def process_tree(pid: int) -> list[int]:
