@@ -129,5 +129,5 @@ def test_a_launcher_or_a_search_warns_only_outside_a_multirun(plugin, mode, warn
             warn_unused_plugins()
     assert len(warnings(caplog)) == warned
     if warned and plugin.startswith("search="):
-        assert warnings(caplog)[0].startswith("search=contrastive (hydra/sweeper=equal_budget) applies to multiruns (-m) "
-                                              "only: this command trains one run")
+        assert warnings(caplog)[0].startswith("search=contrastive (hydra/sweeper=equal_budget) applies to "
+                                              "multiruns (-m) only: this command trains one run")
