@@ -66,6 +66,7 @@ def test_torchrun_run_resumes_after_sigkill_and_matches_a_single_process(data, t
     assert json.loads((run_dir / "run_info.json").read_text())["world_size"] == 2
 
 
+@pytest.mark.slow  # 8 s; the single-process interruption test is in the default suite
 def test_an_interrupted_torchrun_run_says_so_once(data, tmp_path):
     run = start_train("trainer=ddp", *tiny_args(data), launcher=TORCHRUN, cwd=tmp_path, stdout=subprocess.PIPE)
     while not list(tmp_path.glob("outputs/*/*/checkpoints/last.pt")):

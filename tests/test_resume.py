@@ -110,7 +110,9 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_afresh(dat
         "not exist yet); the run starts again from scratch in its folder"), said
 
 
-@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+# SIGTERM (what schedulers send) in the default suite; Ctrl-C's SIGINT takes the same path: slow.
+@pytest.mark.parametrize("sent", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM],
+                         ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_run_says_where_it_stopped_and_its_command_continues_it(data, reference, tmp_path, sent):
     run_dir = tmp_path / "run"
     run = start_train(*tiny_args(data, "trainer.num_workers=2", f"hydra.run.dir={run_dir}"), stdout=subprocess.PIPE,
