@@ -5,6 +5,7 @@ import re
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -13,6 +14,7 @@ from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.losses import CrossEntropyLoss
 from dml_bench.results import collect
+from tests.helpers.config import CONFIG_DIR
 from tests.helpers.runs import run_train
 from tests.helpers.tiny_runs import ENV, tiny_args, tiny_glyphs, tiny_train
 
@@ -138,3 +140,12 @@ def test_cuda_out_of_memory_suggests_a_smaller_batch(tmp_path, in_training, over
     expected = rf"out of memory .* with {override}=4 .* Lower {override}, e\.g\. {override}=2"
     with pytest.raises(UserError, match=expected):
         trainer.fit()
+
+
+def test_help_says_what_the_command_does_and_where_the_guides_are():
+    help_text = run_train("--help").stdout
+    assert help_text.startswith("python -m dml_bench.train ") and "docs/" in help_text.split("==", 1)[0]
+    assert "== Configuration groups ==" in help_text and "loss: " in help_text
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        evaluate_help = compose("evaluate", return_hydra_config=True).hydra.help  # its own help, not train's
+    assert evaluate_help.app_name == "dml_bench.evaluate" and "docs/" in evaluate_help.header
