@@ -78,6 +78,7 @@ def test_without_a_readable_best_checkpoint_the_advice_is_to_restart(tmp_path):
         load_checkpoint(last)
 
 
+@pytest.mark.slow  # 16 s: the advice, followed end to end; the fast tests below check the message
 def test_a_corrupt_last_checkpoint_on_resume_says_what_to_do_and_its_advice_works(tmp_path):
     data = tiny_csv(tmp_path / "data")
     run_dir = tmp_path / "run"

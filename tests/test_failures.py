@@ -48,6 +48,7 @@ def test_non_finite_loss_names_step_and_value_and_keeps_the_last_good_checkpoint
     assert not (tmp_path / "metrics.json").exists()
 
 
+@pytest.mark.slow  # 8 s; the message with a last.pt is in the default suite
 def test_non_finite_loss_before_the_first_last_checkpoint_names_the_best_one(data, tmp_path):
     result = tiny_train(*tiny_args(data, "optimizer.lr=1e6", "model.freeze_bn=true", f"hydra.run.dir={tmp_path}"),
                         check=False)

@@ -98,6 +98,7 @@ def test_resume_from_a_mid_epoch_checkpoint(data, reference, tmp_path):
     assert_same_run(run_dir, reference)
 
 
+@pytest.mark.slow  # 16 s; resuming after a checkpoint is in the default suite
 def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_afresh(data, reference, tmp_path):
     run_dir = tmp_path / "run"
     kill_when(start_train(*tiny_args(data, f"hydra.run.dir={run_dir}")), lambda: history_epochs(run_dir) == [0])
