@@ -251,12 +251,10 @@ def read_runs(paths: list[str | Path], by: list[str] | None = None) -> list[dict
     return records
 
 
-def collect(paths: list[str | Path], *, per_run: bool = False,
-            by: list[str] | None = None) -> tuple[str, list[str], list[list]]:
-    """The text to print and the CSV headers and rows: one row per group of seeds (mean ± 95%
-    CI), or one per run with ``per_run``; then the paper comparison when paper experiments are
-    among the runs. ``by``: see ``read_runs``."""
-    records = read_runs(paths, by)
+def collect(records: list[dict], *, per_run: bool = False) -> tuple[str, list[str], list[list]]:
+    """The text to print and the CSV headers and rows of ``records`` (``read_runs``): one row per
+    group of seeds (mean ± 95% CI), or one per run with ``per_run``; then the paper comparison
+    when paper experiments are among the runs."""
     if per_run:
         headers, rows = results_table(records)
         text = markdown_table(headers, rows)

@@ -54,8 +54,8 @@ def main(argv=None) -> int:
     if args.bootstrap_samples < 1:
         parser.error("--bootstrap-samples must be positive")
     try:
-        table, headers, rows = collect(args.paths, per_run=args.per_run, by=args.by)
         records = read_runs(args.paths, args.by)
+        table, headers, rows = collect(records, per_run=args.per_run)
         comparison = compare(records, args.compare, bootstrap_samples=args.bootstrap_samples,
                              bootstrap_seed=args.bootstrap_seed) if args.compare else None
         latex = latex_table(records, comparison)

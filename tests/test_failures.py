@@ -13,7 +13,7 @@ from dml_bench.engine.trainer import Trainer, TrainerSettings
 from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.losses import CrossEntropyLoss
-from dml_bench.results import collect
+from dml_bench.results import collect, read_runs
 from tests.helpers.config import CONFIG_DIR
 from tests.helpers.runs import run_train
 from tests.helpers.tiny_runs import ENV, tiny_args, tiny_glyphs, tiny_train
@@ -95,7 +95,7 @@ def test_a_failing_job_does_not_stop_the_multirun_and_is_listed_as_failed(data, 
     result = tiny_train("-m", *tiny_args(data, "trainer.amp=fp8,none", "trainer.epochs=1", f"hydra.sweep.dir={sweep}"))
     assert "Traceback" not in result.stdout + result.stderr
     assert not (sweep / "0" / "metrics.json").exists() and (sweep / "1" / "metrics.json").is_file()
-    _, headers, rows = collect([sweep], per_run=True)
+    _, headers, rows = collect(read_runs([sweep]), per_run=True)
     status = {row[headers.index("trainer.amp")]: row[headers.index("status")] for row in rows}
     assert status == {"fp8": "failed: trainer.amp=fp8 is not one of auto, bf16, fp16, none.", "none": "completed"}
 

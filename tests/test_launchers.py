@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from submitit.local.local import LocalJob
 
-from dml_bench.results import collect
+from dml_bench.results import collect, read_runs
 from dml_bench.submitit_jobs import requeued_overrides
 from tests.helpers.config import CONFIG_DIR
 from tests.helpers.tiny_runs import process_tree, read_results, start_train, tiny_args, tiny_glyphs, tiny_train
@@ -103,7 +103,7 @@ def test_a_failed_run_fails_its_job_and_the_other_jobs_go_on(sweep):
     [failed] = [job for job, e in zip(jobs, errors) if e is not None]
     assert "Job completed successfully" not in failed.stdout()
     assert (sweep / "1" / "metrics.json").is_file() and not (sweep / "0" / "metrics.json").exists()
-    _, headers, rows = collect([sweep], per_run=True)
+    _, headers, rows = collect(read_runs([sweep]), per_run=True)
     status = {row[headers.index("trainer.amp")]: row[headers.index("status")] for row in rows}
     assert status == {"fp8": "failed: trainer.amp=fp8 is not one of auto, bf16, fp16, none.", "none": "completed"}
 

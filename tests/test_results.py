@@ -10,7 +10,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from dml_bench.results import collect, read_run
+from dml_bench.results import collect, read_run, read_runs
 from scripts.collect_results import main as collect_main
 
 
@@ -102,7 +102,7 @@ def test_runs_outside_paper_experiments_get_no_comparison(tmp_path, capsys):
 def test_a_single_run_has_no_ci(tmp_path, capsys):
     write_run(tmp_path / "0", ["loss=a"], {"recall@1": 0.5})
     write_run(tmp_path / "1", ["loss=b"], {"recall@1": 0.25})
-    text, _, rows = collect([tmp_path])
+    text, _, rows = collect(read_runs([tmp_path]))
     assert "| 0.5000   |" in text and "±" not in text.split(":\n", 1)[1]
     assert rows == [["a", 1, "test", 0.5, None, None, "completed"], ["b", 1, "test", 0.25, None, None, "completed"]]
 
@@ -125,7 +125,7 @@ def test_per_run_table_lists_jobs_in_numeric_order(tmp_path):
     for job in (2, 10):
         write_run(tmp_path / str(job), [f"seed={job}"], {"recall@1": job / 100, "num_queries": 5})
     write_run(tmp_path / "1", ["seed=1"], None, error="ValueError: bad m")
-    _, headers, rows = collect([tmp_path], per_run=True)
+    _, headers, rows = collect(read_runs([tmp_path]), per_run=True)
     assert headers == ["run", "seed", "recall@1", "selected_on", "best_epoch", "status"]
     # the failed run selected nothing: its selected_on is empty
     assert rows == [["1", "1", None, "", None, "failed: ValueError: bad m"],
@@ -136,7 +136,7 @@ def test_per_run_table_lists_jobs_in_numeric_order(tmp_path):
 def test_runs_of_several_sweeps_are_named_by_their_path_below_the_shared_folder(tmp_path, capsys):
     for sweep in ("a", "b"):
         write_run(tmp_path / "sweeps" / sweep / "0", [f"loss={sweep}"], {"recall@1": 0.5})
-    _, headers, rows = collect([tmp_path / "sweeps" / "a", tmp_path / "sweeps" / "b"], per_run=True)
+    _, headers, rows = collect(read_runs([tmp_path / "sweeps" / "a", tmp_path / "sweeps" / "b"]), per_run=True)
     assert [row[0] for row in rows] == ["a/0", "b/0"]
     assert collect_main([str(tmp_path / "sweeps" / "a"), str(tmp_path / "nowhere")]) == 1
     assert f"{tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
@@ -157,10 +157,10 @@ def test_selected_on_is_a_column_test_unless_the_run_says_validation(tmp_path):
     (tmp_path / "1" / "metrics.json").write_text(json.dumps({**summary, "selected_on": "validation"}))
     write_run(tmp_path / "2", ["protocol=rigorous"], None, error="killed in the final test")
     write_card(tmp_path / "2", selected_on="validation")  # a failed run: its card says what would have selected
-    headers, rows = collect([tmp_path], per_run=True)[1:]
+    headers, rows = collect(read_runs([tmp_path]), per_run=True)[1:]
     column = headers.index("selected_on")
     assert [row[column] for row in rows] == ["test", "validation", "validation"]
-    text, headers, rows = collect([tmp_path])
+    text, headers, rows = collect(read_runs([tmp_path]))
     assert "| selected_on |" in text.splitlines()[1]
     assert [row[headers.index("selected_on")] for row in rows] == ["test", "validation"]
 
@@ -185,9 +185,9 @@ def test_comparable_runs_get_no_warning(tmp_path):
     for job in range(2):
         write_run(tmp_path / str(job), [f"seed={job}"], {"recall@1": 0.5})
         write_card(tmp_path / str(job))
-    assert "warning" not in collect([tmp_path])[0]
+    assert "warning" not in collect(read_runs([tmp_path]))[0]
     write_card(tmp_path / "1", test_images={"crop": 224, "resize": [256, 256]})
-    assert collect([tmp_path])[0].splitlines()[-1] == (
+    assert collect(read_runs([tmp_path]))[0].splitlines()[-1] == (
         "warning: these runs differ in test_images: 224 px crops of images resized to 256 (1 run: 0); "
         "224 px crops of images resized to [256, 256] (1 run: 1)")
 
@@ -199,7 +199,7 @@ def test_a_status_cell_shows_the_first_line_of_the_error_cut_to_a_readable_width
     with open(tmp_path / "1" / "train.log", "a") as log:  # a traceback, then submitit's own ERROR line
         log.write("Traceback (most recent call last):\n  File \"train.py\", line 1\nValueError: nan\n"
                   "[2026-11-28 12:00:01,000][submitit][ERROR] - Submitted job triggered an exception\n")
-    _, headers, rows = collect([tmp_path], per_run=True)
+    _, headers, rows = collect(read_runs([tmp_path]), per_run=True)
     assert rows[0][headers.index("status")] == "failed: " + error[:79] + "…"
-    _, _, rows = collect([tmp_path])
+    _, _, rows = collect(read_runs([tmp_path]))
     assert rows[0][-1] == "1 failed: " + error[:79] + "…"
