@@ -86,8 +86,9 @@ data: setup  ## make data DATASET=cub200|cub|cars196|cars|sop|inshop [SOURCE=dir
 paper: setup
 	$(PY) -m dml_bench.train experiment=$(call benchmark,experiment) $(ARGS)
 
-lint: setup
+lint: setup  ## ruff, and the package's layers (import-linter contracts in pyproject.toml)
 	$(VENV)/bin/ruff check dml_bench hydra_plugins scripts tests
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 clean:
 	rm -rf outputs .pytest_cache

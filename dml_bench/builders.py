@@ -13,16 +13,14 @@ from dml_bench.data.samplers import TooFewSamples
 from dml_bench.data.split_files import split_file
 from dml_bench.data.splits import open_split
 from dml_bench.data.validation import class_disjoint_split, fold_split
-from dml_bench.engine import distributed
 from dml_bench.engine.optim import param_groups
-from dml_bench.engine.recorders import Recorder, Recorders, RunContext, RunFiles, TensorBoard
+from dml_bench.engine.recorders import Recorder, Recorders, RunContext, RunFiles
 from dml_bench.engine.trainer import TrainerSettings
-from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.losses.compat import check_miner
-from dml_bench.run_folder import multirun_job_name
-from dml_bench.visualize.projector import Projector
-from dml_bench.visualize.recorder import RetrievalBoard
+from dml_bench.runtime import distributed
+from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.run_folder import multirun_job_name
 from dml_bench.visualize.retrievals import GridSettings
 
 log = logging.getLogger(__name__)
@@ -257,7 +255,8 @@ def trainer_settings(cfg: DictConfig, run_dir: Path, device: torch.device, world
     t = cfg.trainer
     return TrainerSettings(
         run_dir=run_dir, epochs=t.epochs, device=device, world=world, amp_dtype=amp_dtype,
-        channels_last=t.channels_last, eval_every=t.eval_every, monitor=t.monitor, patience=t.patience,
+        channels_last=t.channels_last, eval_every=t.eval_every, monitor=t.monitor,
+        monitor_decimals=t.monitor_decimals, patience=t.patience,
         log_every_steps=t.log_every_steps, grad_clip=t.grad_clip, checkpoint_every_steps=t.checkpoint_every_steps,
         progress=t.progress, selected_on=selection_split(cfg), config=OmegaConf.to_container(cfg, resolve=True),
     )
@@ -271,21 +270,11 @@ def build_grid_settings(cfg: DictConfig, retrievals: DictConfig) -> GridSettings
 
 def build_recorder(cfg: DictConfig, run_dir: Path, world: distributed.World, datasets: dict) -> Recorder:
     """Rank 0 writes history.jsonl, metrics.json (the run's record, whatever the loggers) and
-    feeds the loggers of ``logger`` (configs/logger/); other ranks record nothing. With
-    ``trainer.log_retrievals`` the TensorBoard logger also draws retrieval grids and the projector."""
+    feeds the loggers of ``logger`` (configs/logger/), each built by its config from the run's
+    context; other ranks record nothing."""
     if not world.is_main:
         return Recorder()
-    run = RunContext(run_dir, multirun_job_name(run_dir), OmegaConf.to_container(cfg, resolve=True))
-    loggers = [instantiate(options)(run) for options in (cfg.get("logger") or {}).values()]
-    if cfg.trainer.log_retrievals:
-        loggers = [build_retrieval_board(cfg, logger.log_dir, datasets) if type(logger) is TensorBoard else logger
-                   for logger in loggers]
-    return Recorders([RunFiles(run_dir), *loggers])
-
-
-def build_retrieval_board(cfg: DictConfig, log_dir: Path, datasets: dict) -> RetrievalBoard:
-    """TensorBoard plus the selected epoch's retrieval grids and projector of the test split(s)."""
     tests = {role: datasets[role] for role in ("query", "gallery") if role in datasets}
-    projector = Projector(tests, cfg.projector.max_points, cfg.retrievals.seed, cfg.evaluation.distance) \
-        if cfg.projector.max_points else None
-    return RetrievalBoard(log_dir, tests, build_grid_settings(cfg, cfg.retrievals), projector)
+    run = RunContext(run_dir, multirun_job_name(run_dir), OmegaConf.to_container(cfg, resolve=True), tests)
+    loggers = [instantiate(options)(run) for options in (cfg.get("logger") or {}).values()]
+    return Recorders([RunFiles(run_dir), *loggers])

@@ -4,7 +4,7 @@ Without it a value of the wrong type or range ends in a traceback deep in torch 
 (``trainer.batch_size=abc``, ``sampler.m=0``), fails at the first evaluation
 (``evaluation.distance=cos``) or silently gives another run (``trainer.epochs=1.5`` trains 2
 epochs). Integers are written as integers: 1.5 and 2.0 are both refused, and true/false are never
-numbers. ``trainer.amp`` is checked where it is resolved (``dml_bench.device.resolve_amp``, before
+numbers. ``trainer.amp`` is checked where it is resolved (``dml_bench.runtime.device.resolve_amp``, before
 anything is built too), ``trainer.monitor`` once the metrics it names are computed.
 """
 
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dml_bench.errors import UserError
 from dml_bench.evaluation.knn import BACKENDS
 from dml_bench.evaluation.retrieval import DISTANCES, EXCLUDE_MODES
-from dml_bench.utils import in_multirun
+from dml_bench.runtime.entry import in_multirun
+from dml_bench.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ CHECKS: dict[str, tuple[Kind, object]] = {
     "trainer.compile": (BOOLEAN, False),
     "trainer.eval_every": (integer(1), 1),
     "trainer.patience": (either(None, integer(1)), 5),
+    "trainer.monitor_decimals": (either(None, integer(0)), 2),
     "trainer.log_every_steps": (integer(1), 10),
     "trainer.log_retrievals": (BOOLEAN, False),
     "trainer.grad_clip": (either(None, POSITIVE), 1.0),

@@ -15,15 +15,16 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dml_bench import builders, run_folder
+from dml_bench import builders
 from dml_bench.config_checks import check_config, warn_unused_plugins
-from dml_bench.device import resolve_amp, resolve_device, set_tf32
 from dml_bench.engine.checkpoint import load_checkpoint
-from dml_bench.evaluated_files import checkpoint_file, output_name
 from dml_bench.evaluation.metric_names import NUM_QUERIES
-from dml_bench.files import write_json
-from dml_bench.tables import markdown_table
-from dml_bench.utils import report_user_errors, seed_everything
+from dml_bench.runtime import run_folder
+from dml_bench.runtime.device import resolve_amp, resolve_device, set_tf32
+from dml_bench.runtime.entry import report_user_errors, seed_everything
+from dml_bench.runtime.evaluated_files import checkpoint_file, output_name
+from dml_bench.runtime.files import write_json
+from dml_bench.runtime.tables import markdown_table
 from dml_bench.visualize.retrievals import retrieval_grids
 
 log = logging.getLogger("dml_bench.evaluate")

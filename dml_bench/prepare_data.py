@@ -14,7 +14,7 @@ from dml_bench.data.benchmarks import SPECS, benchmark, choices_text, names_and_
 from dml_bench.data.cache import build_cache, cache_resize
 from dml_bench.data.prepare import prepare_dataset
 from dml_bench.data.prepare.verify import describe_duplicates, verify_images
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 DESCRIPTION = """\
 Prepare a retrieval benchmark in DIR: obtain the official files, check their MD5, extract them

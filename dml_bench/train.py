@@ -12,18 +12,18 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dml_bench import builders, interruption, run_folder
+from dml_bench import builders
 from dml_bench.config_checks import check_config, warn_unused_plugins
-from dml_bench.device import resolve_amp, resolve_device, set_deterministic, set_tf32
-from dml_bench.engine import distributed
 from dml_bench.engine.audit import audit_card, log_card
 from dml_bench.engine.final_test import test_selected_checkpoint
 from dml_bench.engine.resume import resume_checkpoint
 from dml_bench.engine.run_info import run_info
 from dml_bench.engine.trainer import Trainer
 from dml_bench.evaluation.mi_terms import mi_probe
-from dml_bench.files import write_json
-from dml_bench.utils import report_user_errors, seed_everything
+from dml_bench.runtime import distributed, interruption, run_folder
+from dml_bench.runtime.device import resolve_amp, resolve_device, set_deterministic, set_tf32
+from dml_bench.runtime.entry import report_user_errors, seed_everything
+from dml_bench.runtime.files import write_json
 
 log = logging.getLogger("dml_bench.train")
 

@@ -20,7 +20,7 @@ import torch
 
 from dml_bench.bench.data_pipeline import bench_size
 from dml_bench.bench.timing import RATIO_HEADERS
-from dml_bench.tables import markdown_table
+from dml_bench.runtime.tables import markdown_table
 
 SIZES = ((500, 375), (1000, 750))
 

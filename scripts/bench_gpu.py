@@ -24,7 +24,7 @@ import torch
 
 from dml_bench.bench.gpu import data_rows, evaluation_rows, training_rows
 from dml_bench.data.loaders import available_cpus
-from dml_bench.tables import markdown_table
+from dml_bench.runtime.tables import markdown_table
 
 
 def main(argv=None) -> int:

@@ -27,7 +27,7 @@ from dml_bench.bench.train_step import (
     make_model,
     trainer_epochs,
 )
-from dml_bench.tables import markdown_table
+from dml_bench.runtime.tables import markdown_table
 
 
 def parse_args(argv):

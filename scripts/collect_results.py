@@ -16,7 +16,7 @@ paired t and Wilcoxon p-values with Holm's correction; a configuration with a si
 compared by a paired bootstrap over the test queries (per_query.npz in both run folders).
 With --concatenated, the folds of each protocol=cross_validation configuration are also
 evaluated together: each fold's best.pt embeds the test split, the embeddings are concatenated
-and evaluated once (dml_bench/concatenated.py); written to concatenated.csv beside the results CSV.
+and evaluated once (dml_bench/comparison/concatenated.py); written to concatenated.csv beside the results CSV.
 With --by (e.g. --by loss), runs are grouped and compared by those overrides alone, the others
 ignored: the winners of equal-budget searches differ in each tuned hyperparameter (docs/comparisons.md).
 """
@@ -25,10 +25,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from dml_bench.concatenated import concatenated_table
-from dml_bench.errors import UserError
-from dml_bench.latex import latex_table
-from dml_bench.results import collect, compare, comparison_table, read_runs, write_csv
+from dml_bench.comparison.aggregate import collect, write_csv
+from dml_bench.comparison.compare import compare, comparison_table
+from dml_bench.comparison.concatenated import concatenated_table
+from dml_bench.comparison.latex import latex_table
+from dml_bench.comparison.runs import read_runs
+from dml_bench.runtime.errors import UserError
 
 
 def main(argv=None) -> int:

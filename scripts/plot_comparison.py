@@ -15,8 +15,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from dml_bench.comparison.aggregate import aggregate  # noqa: E402
+from dml_bench.comparison.runs import read_runs  # noqa: E402
 from dml_bench.evaluation.metric_names import MAP_AT_R, recall_key  # noqa: E402
-from dml_bench.results import aggregate, read_runs  # noqa: E402
 
 DEFAULT_METRICS = [MAP_AT_R, recall_key(1)]
 

@@ -19,10 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from dml_bench.comparison.runs import find_runs, read_run  # noqa: E402
 from dml_bench.evaluation.metric_names import recall_key  # noqa: E402
 from dml_bench.evaluation.mi_terms import ENTROPY, MI_PROXY, TIGHTNESS  # noqa: E402
-from dml_bench.files import read_jsonl  # noqa: E402
-from dml_bench.results import find_runs, read_run  # noqa: E402
+from dml_bench.runtime.files import read_jsonl  # noqa: E402
 
 MI_PANELS = ((TIGHTNESS, "tightness ~ H(Z|Y)"), (ENTROPY, "entropy ~ H(Z)"),
              (MI_PROXY, "entropy - tightness ~ I(Z;Y)"))

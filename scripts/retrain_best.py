@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dml_bench.errors import UserError
-from dml_bench.search import retrain_command
+from dml_bench.comparison.search import retrain_command
+from dml_bench.runtime.errors import UserError
 
 
 def main(argv=None) -> int:

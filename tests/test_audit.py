@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from dml_bench import builders
 from dml_bench.engine.audit import audit_card, batchnorm_state, sha256
-from dml_bench.engine.distributed import World
 from dml_bench.models import Embedder, SmallConvNet, TorchvisionBackbone
+from dml_bench.runtime.distributed import World
 from tests.helpers.config import compose_config
 from tests.helpers.runs import fast_overrides
 

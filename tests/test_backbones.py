@@ -7,8 +7,8 @@ import torch
 import torchvision
 from hydra.utils import instantiate
 
-from dml_bench.errors import UserError
 from dml_bench.models import Embedder, SmallConvNet, TorchvisionBackbone
+from dml_bench.runtime.errors import UserError
 from dml_bench.train import train
 from tests.helpers.config import CONFIG_DIR, compose_config
 from tests.helpers.runs import exit_code, fast_overrides, hydra_job

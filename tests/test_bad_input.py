@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from dml_bench.builders import build_datasets
 from dml_bench.engine.resume import flatten
-from dml_bench.errors import MISSING_VALUE_EXAMPLES
+from dml_bench.runtime.errors import MISSING_VALUE_EXAMPLES
 from tests.helpers.config import CONFIG_DIR, compose_config
 from tests.helpers.runs import run_train
 from tests.helpers.tiny_runs import ENV, assert_reported_once, tiny_csv, tiny_csv_args, tiny_train

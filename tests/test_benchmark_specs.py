@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from dml_bench.comparison.aggregate import PAPER_RECALL
 from dml_bench.data.benchmarks import BENCHMARKS, SPECS, benchmark, find_benchmark, names_and_aliases
 from dml_bench.data.benchmarks import main as benchmarks_main
 from dml_bench.data.cache import cache_resize
 from dml_bench.data.splits import missing_dataset_error
-from dml_bench.errors import UserError
 from dml_bench.prepare_data import build_parser
-from dml_bench.results import PAPER_RECALL
+from dml_bench.runtime.errors import UserError
 from tests.helpers.config import CONFIG_DIR, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from dml_bench.data.cache import (
 from dml_bench.data.prepare import prepare_dataset
 from dml_bench.data.split_files import read_split
 from dml_bench.data.splits import open_split
-from dml_bench.errors import UserError
 from dml_bench.prepare_data import main as prepare_main
+from dml_bench.runtime.errors import UserError
 from tests.helpers.config import compose_config
 from tests.helpers.miniature_datasets import make_cub200_source, make_sop_source
 

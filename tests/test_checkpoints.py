@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dml_bench.engine.checkpoint import load_checkpoint, save_checkpoint
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 from tests.helpers.tiny_runs import assert_reported_once, tiny_csv, tiny_csv_args, tiny_train
 
 

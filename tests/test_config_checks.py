@@ -11,11 +11,11 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 
 from dml_bench.config_checks import CHECKS, check_config, warn_unused_plugins
-from dml_bench.device import resolve_amp
-from dml_bench.errors import UserError
 from dml_bench.evaluate import evaluate
 from dml_bench.evaluation.knn import BACKENDS
 from dml_bench.evaluation.retrieval import DISTANCES
+from dml_bench.runtime.device import resolve_amp
+from dml_bench.runtime.errors import UserError
 from dml_bench.train import train
 from tests.helpers.config import CONFIG_DIR, compose_config, config_options
 from tests.helpers.runs import exit_code, hydra_job, run_train

@@ -15,11 +15,11 @@ from omegaconf import OmegaConf
 
 from dml_bench.builders import build_recorder, build_world
 from dml_bench.data.split_files import read_split, split_file
-from dml_bench.engine.distributed import World
 from dml_bench.engine.optim import WarmCosineLR
 from dml_bench.engine.recorders import RunFiles, TensorBoard
-from dml_bench.errors import UserError
 from dml_bench.evaluation.metric_names import MAP_AT_R, NUM_QUERIES, R_PRECISION, euclidean_key, recall_key
+from dml_bench.runtime.distributed import World
+from dml_bench.runtime.errors import UserError
 from tests.helpers.build import build_run, train_step, write_tiny_data_dir
 from tests.helpers.config import CONFIG_DIR, compose_config, config_options
 

@@ -18,9 +18,9 @@ from dml_bench import train as train_module
 from dml_bench.data import RetrievalDataset
 from dml_bench.data.validation import class_folds, fold_split
 from dml_bench.engine.trainer import Trainer
-from dml_bench.errors import UserError
 from dml_bench.evaluation import evaluator as evaluator_module
 from dml_bench.evaluation import retrieval_metrics
+from dml_bench.runtime.errors import UserError
 from scripts.collect_results import main as collect_main
 from tests.helpers.config import CONFIG_DIR, compose_config
 from tests.helpers.tiny_runs import tiny_args, tiny_glyphs

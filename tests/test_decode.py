@@ -10,7 +10,7 @@ from torchvision import transforms as T
 from dml_bench.bench.synthetic import photo_like
 from dml_bench.data.decode import read_rgb
 from dml_bench.data.retrieval_dataset import RetrievalDataset
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 
 def _pil_rgb(path) -> np.ndarray:

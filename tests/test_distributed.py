@@ -21,12 +21,12 @@ from torch.utils.data import Dataset
 from dml_bench.builders import build_eval_loaders, build_evaluators
 from dml_bench.engine import final_test
 from dml_bench.engine.checkpoint import save_checkpoint
-from dml_bench.engine.distributed import World, broadcast_object, distribute_model, launcher_world, shard, unwrap
 from dml_bench.engine.recorders import Recorder
 from dml_bench.engine.trainer import Trainer, TrainerSettings
-from dml_bench.errors import UserError
 from dml_bench.losses import CrossEntropyLoss
 from dml_bench.models import Embedder, SmallConvNet
+from dml_bench.runtime.distributed import World, broadcast_object, distribute_model, launcher_world, shard, unwrap
+from dml_bench.runtime.errors import UserError
 
 BATCH = 16
 

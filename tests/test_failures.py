@@ -9,11 +9,12 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from dml_bench.comparison.aggregate import collect
+from dml_bench.comparison.runs import read_runs
 from dml_bench.engine.trainer import Trainer, TrainerSettings
-from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.losses import CrossEntropyLoss
-from dml_bench.results import collect, read_runs
+from dml_bench.runtime.errors import UserError
 from tests.helpers.config import CONFIG_DIR
 from tests.helpers.runs import run_train
 from tests.helpers.tiny_runs import ENV, tiny_args, tiny_glyphs, tiny_train

@@ -9,11 +9,11 @@ import torch
 
 from dml_bench.bench.train_step import make_batches
 from dml_bench.data.loaders import make_loader
-from dml_bench.device import set_tf32
 from dml_bench.engine.trainer import Trainer, TrainerSettings
 from dml_bench.evaluation.embed import extract_embeddings
 from dml_bench.losses import CrossEntropyLoss
 from dml_bench.models import Embedder, SmallConvNet
+from dml_bench.runtime.device import set_tf32
 
 
 def make_trainer(tmp_path, device="cpu", channels_last=False, compiled=False, amp_dtype=None):

@@ -3,8 +3,9 @@ comparison's Holm-corrected p < 0.05; written by collect_results.py beside the C
 
 import statistics
 
-from dml_bench.latex import escape, latex_table
-from dml_bench.results import compare, read_runs
+from dml_bench.comparison.compare import compare
+from dml_bench.comparison.latex import escape, latex_table
+from dml_bench.comparison.runs import read_runs
 from scripts.collect_results import main as collect_main
 from tests.test_results import t_half_width, write_run
 from tests.test_statistics import SEEDS, recall_of, rows_by, seed_sweep

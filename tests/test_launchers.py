@@ -15,8 +15,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from submitit.local.local import LocalJob
 
-from dml_bench.results import collect, read_runs
-from dml_bench.submitit_jobs import requeued_overrides
+from dml_bench.comparison.aggregate import collect
+from dml_bench.comparison.runs import read_runs
+from dml_bench.runtime.submitit_jobs import requeued_overrides
 from tests.helpers.config import CONFIG_DIR
 from tests.helpers.tiny_runs import process_tree, read_results, start_train, tiny_args, tiny_glyphs, tiny_train
 

@@ -10,12 +10,12 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dml_bench.builders import build_recorder
-from dml_bench.engine.distributed import World
 from dml_bench.engine.loggers import MLflow, ScalarsCSV, mlflow_key
 from dml_bench.engine.recorders import RunContext, RunFiles, TensorBoard
-from dml_bench.errors import UserError
-from dml_bench.files import read_jsonl
-from dml_bench.interruption import Interrupted
+from dml_bench.runtime.distributed import World
+from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.files import read_jsonl
+from dml_bench.runtime.interruption import Interrupted
 from tests.helpers.config import compose_config
 from tests.test_trainer_surface import make_trainer
 

@@ -16,8 +16,8 @@ from pytorch_metric_learning.losses import (
     SoftTripleLoss,
 )
 
-from dml_bench.errors import UserError
 from dml_bench.evaluation.mi_terms import ENTROPY, MI_PROXY, TIGHTNESS
+from dml_bench.runtime.errors import UserError
 from dml_bench.train import train
 from tests.helpers.build import build_model_and_loss
 from tests.helpers.config import CONFIG_DIR, compose_config

@@ -9,9 +9,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dml_bench.builders import build_loss
+from dml_bench.comparison.aggregate import PAPER_RECALL
 from dml_bench.engine.optim import param_groups
 from dml_bench.models import TorchvisionBackbone
-from dml_bench.results import PAPER_RECALL
 from tests.helpers.config import CONFIG_DIR, compose_config
 
 # Per dataset: config, training classes and images, resize, colour jitter (b, c, s, h), crop

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from dml_bench.results import PAPER_RECALL
+from dml_bench.comparison.aggregate import PAPER_RECALL
 from dml_bench.train import train
 from tests.helpers.miniature_datasets import prepare_miniature
 from tests.helpers.runs import MINIATURE_RUN_OVERRIDES, hydra_job, run_train, selected_epoch

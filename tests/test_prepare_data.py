@@ -23,8 +23,8 @@ from dml_bench.data.prepare.cars196 import annotation_rows
 from dml_bench.data.prepare.download import download, file_md5
 from dml_bench.data.prepare.extract import safe_extract
 from dml_bench.data.split_files import Marker, read_marker, read_split
-from dml_bench.errors import UserError
 from dml_bench.prepare_data import main
+from dml_bench.runtime.errors import UserError
 from tests.helpers.miniature_datasets import MINIATURE_BUILDERS, write_zip
 
 MINI = {"check_standard_counts": False, "skip_checksum": True}

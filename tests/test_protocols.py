@@ -11,10 +11,10 @@ from dml_bench.data import RetrievalDataset
 from dml_bench.data.validation import class_disjoint_split
 from dml_bench.engine.recorders import RunFiles
 from dml_bench.engine.trainer import Trainer, TrainerSettings
-from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import Evaluation
-from dml_bench.files import read_jsonl
 from dml_bench.losses import CrossEntropyLoss
+from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.files import read_jsonl
 from tests.helpers.config import CONFIG_DIR, compose_config
 
 
@@ -79,14 +79,14 @@ class ScriptedEvaluator:
     """Returns the next of the given MAP@R values at each evaluation: the sequence early stopping
     must react to (the real evaluator's values cannot be chosen in advance)."""
 
-    def __init__(self, values):
-        self.values = iter(values)
+    def __init__(self, values, monitor="map@r"):
+        self.values, self.monitor = iter(values), monitor
 
     def __call__(self, model, device, amp_dtype=None):
-        return Evaluation({"map@r": next(self.values), "recall@1": 0.5, "num_queries": 4}, {})
+        return Evaluation({"map@r": 0.5, "recall@1": 0.5, self.monitor: next(self.values), "num_queries": 4}, {})
 
 
-def make_trainer(run_dir, values, patience, epochs=10):
+def make_trainer(run_dir, values, patience, epochs=10, monitor="map@r", monitor_decimals=None):
     torch.manual_seed(0)
     images, targets = torch.randn(8, 3), torch.tensor([0, 1, 2, 3] * 2)
     loader = DataLoader(TensorDataset(images, targets, torch.arange(8)), batch_size=4)
@@ -94,8 +94,9 @@ def make_trainer(run_dir, values, patience, epochs=10):
     model.embedding_size = 2
     loss = CrossEntropyLoss(num_classes=4, embedding_size=2)
     optimizer = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=0.1)
-    settings = TrainerSettings(run_dir=run_dir, epochs=epochs, monitor="map@r", patience=patience, progress=False)
-    return Trainer(model, loss, optimizer, loader, ScriptedEvaluator(values), settings,
+    settings = TrainerSettings(run_dir=run_dir, epochs=epochs, monitor=monitor, monitor_decimals=monitor_decimals,
+                               patience=patience, progress=False)
+    return Trainer(model, loss, optimizer, loader, ScriptedEvaluator(values, monitor), settings,
                    recorder=RunFiles(run_dir))
 
 
@@ -121,6 +122,25 @@ def test_a_tie_goes_to_the_later_epoch_and_restarts_the_patience(tmp_path):
     summary = make_trainer(tmp_path, values, patience=3).fit()
     assert (summary["best_epoch"], summary["last_epoch"]) == (4, 7)
     assert checkpoint_epochs(tmp_path) == (4, 7)
+
+
+@pytest.mark.parametrize("decimals, best_epoch", [(2, 2), (None, 1)])
+def test_the_paper_protocol_compares_recall_at_1_in_percent_rounded_to_two_decimals(tmp_path, decimals, best_epoch):
+    # SOP's 60,502 test queries: 47,000 hits (77.6833%) after epoch 1 and 46,999 (77.6817%) after
+    # epoch 2 both round to 77.68, so the official code takes epoch 2 (a tie goes to the later
+    # epoch); unrounded, epoch 1 stays the best.
+    hits = [30000, 47000, 46999]
+    assert round(100 * hits[1] / 60502, 2) == round(100 * hits[2] / 60502, 2) == 77.68
+    summary = make_trainer(tmp_path, [h / 60502 for h in hits], patience=None, epochs=2, monitor="recall@1",
+                           monitor_decimals=decimals).fit()
+    assert summary["best_epoch"] == best_epoch
+    assert summary["metrics"]["recall@1"] == hits[best_epoch] / 60502  # reported unrounded
+
+
+def test_protocol_paper_sets_two_decimals_and_the_others_none():
+    assert compose_config(["protocol=paper"]).trainer.monitor_decimals == 2
+    assert compose_config(["protocol=rigorous"]).trainer.monitor_decimals is None
+    assert compose_config(["protocol=cross_validation"]).trainer.monitor_decimals is None
 
 
 def test_the_untrained_model_is_a_candidate_and_patience_counts_from_it(tmp_path):

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from scipy import stats
 
-from dml_bench.results import collect, read_run, read_runs
+from dml_bench.comparison.aggregate import collect
+from dml_bench.comparison.runs import read_run, read_runs
 from scripts.collect_results import main as collect_main
 
 

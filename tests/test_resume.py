@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dml_bench.engine.resume import resume_checkpoint
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 from dml_bench.train import train
 from tests.helpers.runs import exit_code, hydra_job
 from tests.helpers.tiny_runs import (

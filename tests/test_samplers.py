@@ -7,7 +7,7 @@ import pytest
 
 from dml_bench.data import MPerClassSampler, UniformSampler
 from dml_bench.data.samplers import TooFewSamples
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 LABELS = [c for c in range(20) for _ in range(3 + c % 4)]
 

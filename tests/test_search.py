@@ -15,8 +15,9 @@ from matplotlib.image import imread
 from omegaconf import OmegaConf
 from scipy import stats
 
-from dml_bench.results import compare, read_runs
-from dml_bench.search import RESULTS_FILE, SEARCH_GROUPS, ProtocolGuard, retrain_command
+from dml_bench.comparison.compare import compare
+from dml_bench.comparison.runs import read_runs
+from dml_bench.comparison.search import RESULTS_FILE, SEARCH_GROUPS, ProtocolGuard, retrain_command
 from scripts.plot_comparison import bars
 from scripts.plot_comparison import main as plot_main
 from scripts.retrain_best import main as retrain_main

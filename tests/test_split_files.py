@@ -16,7 +16,7 @@ from dml_bench.data.split_files import (
     write_marker,
     write_splits,
 )
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 
 def write_csv(root, split, text):

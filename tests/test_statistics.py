@@ -10,12 +10,13 @@ import pytest
 import torch
 from scipy import stats
 
-from dml_bench.errors import UserError
+from dml_bench.comparison.compare import compare, comparison_table
+from dml_bench.comparison.runs import read_run, read_runs
+from dml_bench.comparison.significance import holm, paired_bootstrap, paired_test
 from dml_bench.evaluation import retrieval_metrics
 from dml_bench.evaluation.per_query import PER_QUERY_FILE, check_against_metrics, load_per_query, save_per_query
 from dml_bench.evaluation.retrieval import QUERY_INDEX, per_query_means
-from dml_bench.results import compare, comparison_table, read_run, read_runs
-from dml_bench.significance import holm, paired_bootstrap, paired_test
+from dml_bench.runtime.errors import UserError
 from scripts.collect_results import main as collect_main
 from tests.test_results import write_run
 

@@ -9,11 +9,11 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from dml_bench.data.samplers import UniformSampler, supports_mid_epoch_resume
 from dml_bench.engine.recorders import Recorder, Recorders, RunFiles
 from dml_bench.engine.trainer import Trainer, TrainerSettings
-from dml_bench.errors import UserError
 from dml_bench.evaluation import retrieval_metrics
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
-from dml_bench.files import read_jsonl
 from dml_bench.losses.cross_entropy import CrossEntropyLoss
+from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.files import read_jsonl
 
 
 class Points(Dataset):

@@ -20,7 +20,7 @@ from dml_bench.data.retrieval_dataset import RetrievalDataset
 from dml_bench.evaluation import retrieval_metrics
 from dml_bench.evaluation.embed import extract_embeddings
 from dml_bench.evaluation.evaluator import Evaluation
-from dml_bench.files import read_jsonl
+from dml_bench.runtime.files import read_jsonl
 from dml_bench.visualize.projector import Projector
 from dml_bench.visualize.recorder import RetrievalBoard
 from dml_bench.visualize.retrievals import (

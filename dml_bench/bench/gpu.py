@@ -13,8 +13,8 @@ from dml_bench.bench import train_step
 from dml_bench.bench.data_pipeline import PlainDataset, our_dataset, write_split
 from dml_bench.bench.synthetic import write_jpegs
 from dml_bench.bench.timing import interleaved_rates
-from dml_bench.device import set_tf32
 from dml_bench.evaluation import faiss_gpu, retrieval_metrics
+from dml_bench.runtime.device import set_tf32
 
 SOP_TEST_IMAGES, SOP_TEST_CLASSES = 60_502, 11_316
 

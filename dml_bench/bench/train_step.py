@@ -12,11 +12,11 @@ import torch
 from pytorch_metric_learning import losses, miners
 from torch import nn
 
-from dml_bench.device import autocast
 from dml_bench.engine.recorders import TensorBoard
 from dml_bench.engine.trainer import Trainer, TrainerSettings
 from dml_bench.losses import CrossEntropyLoss
 from dml_bench.models import Embedder, SmallConvNet, TorchvisionBackbone
+from dml_bench.runtime.device import autocast
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 NUM_CLASSES = 100  # classes the in-memory batches are drawn from (the cross-entropy's outputs)

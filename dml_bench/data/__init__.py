@@ -4,7 +4,7 @@ The classes below are imported on first use: ``dml_bench.data.benchmarks`` and t
 format are read without importing torch (the Makefile looks benchmarks up that way).
 """
 
-from dml_bench.lazy import lazy_attributes
+from dml_bench.runtime.lazy import lazy_attributes
 
 _EXPORTS = {
     "MPerClassSampler": "dml_bench.data.samplers",

@@ -19,7 +19,7 @@ import sys
 
 from dml_bench.data.prepare import cars196, cub200, inshop, sop
 from dml_bench.data.prepare.spec import DatasetSpec
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 SPECS: tuple[DatasetSpec, ...] = (cub200.SPEC, cars196.SPEC, sop.SPEC, inshop.SPEC)
 BENCHMARKS: dict[str, DatasetSpec] = {spec.name: spec for spec in SPECS}

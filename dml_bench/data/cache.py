@@ -21,7 +21,7 @@ from dml_bench.data.benchmarks import find_benchmark
 from dml_bench.data.decode import DECODE_ERRORS
 from dml_bench.data.loaders import available_cpus
 from dml_bench.data.split_files import listed_images
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 

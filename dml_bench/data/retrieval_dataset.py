@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 from dml_bench.data.cache import cached_file
 from dml_bench.data.decode import DECODE_ERRORS, read_rgb
 from dml_bench.data.split_files import read_split, split_file
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 
 class RetrievalDataset(Dataset):

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch.utils.data import Sampler
 
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 
 class TooFewSamples(ValueError):

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 HEADER = ("path", "label")
 SPLITS_DIR = "splits"

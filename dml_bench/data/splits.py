@@ -6,7 +6,7 @@ from dml_bench.data.benchmarks import find_benchmark
 from dml_bench.data.cache import open_cache
 from dml_bench.data.retrieval_dataset import RetrievalDataset
 from dml_bench.data.split_files import split_file
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 
 def missing_dataset_error(name: str, root: Path, split: str) -> UserError:

@@ -4,7 +4,7 @@
 import torch
 
 from dml_bench.data.retrieval_dataset import RetrievalDataset
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 
 def class_disjoint_split(

@@ -3,7 +3,7 @@
 Read from the objects the run built (the model's modules, the datasets, the sampler), not from
 config strings: the weights file is the one the backbone read, hashed; BatchNorm counts as frozen
 when the model's own ``train()`` leaves its BatchNorm2d layers in eval mode. Printed at the start
-of a run and stored under ``audit`` in run_info.json; ``dml_bench.results`` warns when runs set
+of a run and stored under ``audit`` in run_info.json; ``dml_bench.comparison.aggregate`` warns when runs set
 side by side differ in backbone, weights, embedding size or image sizes (``compared_fields``).
 """
 

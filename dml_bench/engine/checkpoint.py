@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 
 def rng_states(device: torch.device) -> dict:

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from dml_bench.engine import checkpoint as ckpt
-from dml_bench.engine.distributed import SINGLE_PROCESS, World, wait_for_all
 from dml_bench.engine.recorders import Recorder
 from dml_bench.evaluation.metric_names import NUM_QUERIES
-from dml_bench.tables import markdown_table
+from dml_bench.runtime.distributed import SINGLE_PROCESS, World, wait_for_all
+from dml_bench.runtime.tables import markdown_table
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from dml_bench.engine.recorders import Recorder, RunContext
 from dml_bench.engine.resume import flatten
-from dml_bench.errors import UserError
-from dml_bench.files import atomic_write_text, write_json
+from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.files import atomic_write_text, write_json
 
 
 class ScalarsCSV(Recorder):

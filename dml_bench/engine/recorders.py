@@ -19,17 +19,20 @@ from torch.utils.tensorboard import SummaryWriter
 
 from dml_bench.evaluation.evaluator import Evaluation
 from dml_bench.evaluation.per_query import PER_QUERY_FILE, save_per_query
-from dml_bench.files import append_jsonl, write_json, write_jsonl
+from dml_bench.runtime.files import append_jsonl, write_json, write_jsonl
 
 
 @dataclass(frozen=True)
 class RunContext:
     """What a logger is told of the run it records: its folder, its name in a multirun (the job's
-    overrides, ``loss=contrastive,seed=1``; None for a single run) and its resolved config."""
+    overrides, ``loss=contrastive,seed=1``; None for a single run), its resolved config, and the
+    test split(s) its evaluations embed (``query``, and ``gallery`` for In-Shop), which loggers
+    that draw retrievals show."""
 
     run_dir: Path
     name: str | None = None
     config: dict = field(default_factory=dict)
+    test_sets: dict = field(default_factory=dict)
 
 
 class Recorder:
@@ -140,9 +143,7 @@ class TensorBoard(Recorder):
 
     @classmethod
     def for_run(cls, run: RunContext) -> "TensorBoard":
-        """Events in RUN_DIR/tb, or in RUN_DIR/tb/NAME for a multirun job: TensorBoard names a run
-        by its folder, so ``tensorboard --logdir SWEEP_DIR`` shows ``0/tb/loss=contrastive,seed=1``."""
-        return cls(Path(run.run_dir) / "tb" / folder_name(run.name) if run.name else Path(run.run_dir) / "tb")
+        return cls(tensorboard_dir(run))
 
     def open(self, resumed_at_step, history):
         purge_step = 0 if resumed_at_step is None else resumed_at_step + 1
@@ -158,6 +159,12 @@ class TensorBoard(Recorder):
     def close(self):
         if self.writer is not None:
             self.writer.close()
+
+
+def tensorboard_dir(run: RunContext) -> Path:
+    """RUN_DIR/tb, or RUN_DIR/tb/NAME for a multirun job: TensorBoard names a run by its folder,
+    so ``tensorboard --logdir SWEEP_DIR`` shows ``0/tb/loss=contrastive,seed=1``."""
+    return Path(run.run_dir) / "tb" / folder_name(run.name) if run.name else Path(run.run_dir) / "tb"
 
 
 def folder_name(name: str) -> str:

@@ -1,11 +1,11 @@
 """``resume=RUN_DIR``: continue a run in its own folder, from its last checkpoint, with its config."""
 
-import shlex
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.run_folder import resume_command
 
 # What may differ from the run's own config when resuming: these change speed, display, or where
 # the data is read from, not what the run computes.
@@ -24,13 +24,6 @@ def flatten(tree, prefix: str = "") -> dict:
     for key, value in tree.items():
         flat.update(flatten(value, f"{prefix}{key}."))
     return {key.rstrip("."): value for key, value in flat.items()}
-
-
-def resume_command(overrides: list[str], run_dir, launcher: str = "python") -> str:
-    """The command that continues the run in ``run_dir``: the ``overrides`` of the command that
-    started it, and ``resume=`` that folder; ``launcher`` runs the module (``torchrun ...``)."""
-    kept = [override for override in overrides if not override.startswith("resume=")]
-    return f"{launcher} -m dml_bench.train {shlex.join([*kept, f'resume={run_dir}'])}"
 
 
 def _shown(config: dict, key: str) -> str:

@@ -20,22 +20,22 @@ from torch import nn
 from tqdm import tqdm
 
 from dml_bench.data.samplers import start_epoch, supports_mid_epoch_resume
-from dml_bench.device import autocast
 from dml_bench.engine import checkpoint as ckpt
-from dml_bench.engine.distributed import (
+from dml_bench.engine.recorders import Recorder
+from dml_bench.evaluation.evaluator import Evaluation
+from dml_bench.evaluation.metric_names import NUM_QUERIES, eval_tag
+from dml_bench.runtime.device import autocast
+from dml_bench.runtime.distributed import (
     World,
     average_gradients,
     broadcast_object,
     gather_batch,
     unwrap,
 )
-from dml_bench.engine.recorders import Recorder
-from dml_bench.errors import UserError
-from dml_bench.evaluation.evaluator import Evaluation
-from dml_bench.evaluation.metric_names import NUM_QUERIES, eval_tag
-from dml_bench.interruption import Interrupted, signal_of
-from dml_bench.oom import suggest_smaller_batch
-from dml_bench.tables import markdown_table
+from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.interruption import Interrupted, signal_of
+from dml_bench.runtime.oom import suggest_smaller_batch
+from dml_bench.runtime.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,9 @@ class TrainerSettings:
     """How the trainer runs: ``trainer.*`` of the config, resolved by the training script.
 
     ``run_dir`` holds checkpoints/last.pt and best.pt. ``monitor`` selects the best epoch, epoch 0
-    included (``Trainer.is_better``); with ``patience``, training stops after that many evaluations
-    without a new best.
+    included (``Trainer.is_better``), compared in percent rounded to ``monitor_decimals`` decimals
+    when that is set (``protocol=paper``: 2, as the official code compares Recall@1); with
+    ``patience``, training stops after that many evaluations without a new best.
     ``checkpoint_every_steps`` also writes last.pt every that many optimizer steps, mid-epoch.
     Under DDP (``world`` of several ranks) each rank trains on its slice of every global batch and
     embeds its shard of the evaluation split(s); rank 0 alone computes the metrics. ``config`` is
@@ -72,6 +73,7 @@ class TrainerSettings:
     channels_last: bool = False
     eval_every: int = 1
     monitor: str = "recall@1"
+    monitor_decimals: int | None = None  # compare the monitor in % rounded to this many decimals
     patience: int | None = None
     log_every_steps: int = 10
     grad_clip: float | None = None
@@ -215,17 +217,22 @@ class Trainer:
                  ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != NUM_QUERIES))
         return broadcast_object(metrics, self.world), evaluation
 
-    def is_better(self, metrics: dict) -> bool:
-        """At least as good as the best so far: a later epoch wins a tie."""
-        monitor = self.settings.monitor
+    def monitored(self, metrics: dict) -> float:
+        """The value that selects the epoch: ``monitor``, or, with ``monitor_decimals``, ``monitor``
+        in percent rounded to that many decimals (two SOP hit counts can round alike)."""
+        monitor, decimals = self.settings.monitor, self.settings.monitor_decimals
         if monitor not in metrics:
             raise UserError(f"trainer.monitor={monitor} is not a computed metric; choose one of "
                             f"{sorted(k for k in metrics if k != NUM_QUERIES)}.")
-        return metrics[monitor] >= self.best["value"]
+        return metrics[monitor] if decimals is None else round(100 * metrics[monitor], decimals)
+
+    def is_better(self, metrics: dict) -> bool:
+        """At least as good as the best so far: a later epoch wins a tie."""
+        return self.monitored(metrics) >= self.best["value"]
 
     def select(self, metrics: dict, evaluation: Evaluation | None) -> None:
         """This epoch's evaluation becomes the one the run reports."""
-        self.best = {"epoch": self.epoch, "value": metrics[self.settings.monitor], "metrics": metrics}
+        self.best = {"epoch": self.epoch, "value": self.monitored(metrics), "metrics": metrics}
         self.recorder.selected(self.epoch, evaluation)
 
     def evaluate_and_select(self, train_loss: float | None) -> None:

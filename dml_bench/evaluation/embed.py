@@ -5,7 +5,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dml_bench.device import autocast
+from dml_bench.runtime.device import autocast
 
 
 @torch.inference_mode()

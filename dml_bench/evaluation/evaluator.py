@@ -7,11 +7,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dml_bench.engine.distributed import SINGLE_PROCESS, World, gather_rows
 from dml_bench.evaluation import retrieval_metrics
 from dml_bench.evaluation.embed import extract_embeddings
 from dml_bench.evaluation.metric_names import euclidean_key, recall_key
-from dml_bench.oom import suggest_smaller_batch
+from dml_bench.runtime.distributed import SINGLE_PROCESS, World, gather_rows
+from dml_bench.runtime.oom import suggest_smaller_batch
 
 
 @dataclass(frozen=True)

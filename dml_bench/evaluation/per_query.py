@@ -1,6 +1,6 @@
 """Per-query retrieval values in a compact file: ``per_query.npz`` in the run folder, for the
 reported epoch, so that two single runs can be compared by a paired bootstrap over the test
-queries (``dml_bench.results.compare``).
+queries (``dml_bench.comparison.compare.compare``).
 
 Layout: a compressed NumPy archive (``np.savez_compressed``, read with ``allow_pickle=False``)
 holding one array per entry of ``retrieval_metrics(..., per_query=True)``'s second result, in

@@ -27,7 +27,7 @@ from pytorch_metric_learning.losses import (
 from pytorch_metric_learning.miners import TripletMarginMiner
 from torch import nn
 
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 # torchvision classifiers whose head is one ``fc`` Linear after global average pooling.
 RESNET_FAMILY = ("resnet", "resnext", "wide_resnet")

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from dml_bench.engine.recorders import TensorBoard
+from dml_bench.engine.recorders import RunContext, TensorBoard, tensorboard_dir
 from dml_bench.visualize.projector import Projector
 from dml_bench.visualize.retrievals import GridSettings, retrieval_grids
 
@@ -63,3 +63,13 @@ class RetrievalBoard(TensorBoard):
             self.projected = None
         super().close()
         self.ended = True
+
+
+def tensorboard_logger(run: RunContext, *, retrievals: bool, grid: GridSettings, projector_points: int) -> TensorBoard:
+    """``logger=tensorboard`` (configs/logger/tensorboard.yaml): the run's scalars, and with
+    ``retrievals`` (``trainer.log_retrievals``) a ``RetrievalBoard`` that also draws the selected
+    epoch's retrieval grids and, with ``projector_points`` > 0, the embedding projector."""
+    if not retrievals:
+        return TensorBoard.for_run(run)
+    projector = Projector(run.test_sets, projector_points, grid.seed, grid.distance) if projector_points else None
+    return RetrievalBoard(tensorboard_dir(run), run.test_sets, grid, projector)

@@ -1,5 +1,5 @@
 """dml_bench's submitit launchers (configs/hydra/launcher/slurm.yaml and slurm_local.yaml): Hydra
-loads launchers only from this namespace package. What they add is ``dml_bench.submitit_jobs``.
+loads launchers only from this namespace package. What they add is ``dml_bench.runtime.submitit_jobs``.
 
 Hydra imports this package at every start: without hydra-submitit-launcher (the ``slurm`` extra)
 it declares nothing.
@@ -10,7 +10,7 @@ from importlib.util import find_spec
 if find_spec("hydra_plugins.hydra_submitit_launcher") is not None:
     from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
-    from dml_bench.submitit_jobs import SubmititJobs
+    from dml_bench.runtime.submitit_jobs import SubmititJobs
 
     class SlurmLauncher(SubmititJobs, submitit_launcher.SlurmLauncher):
         """Each job of a multirun a SLURM job."""

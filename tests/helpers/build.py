@@ -12,9 +12,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from dml_bench import builders
-from dml_bench.engine.distributed import World
 from dml_bench.engine.trainer import Trainer, TrainerSettings
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
+from dml_bench.runtime.distributed import World
 
 CPU = torch.device("cpu")
 

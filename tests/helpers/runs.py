@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import open_dict, read_write
 
-from dml_bench.utils import report_user_errors
+from dml_bench.runtime.entry import report_user_errors
 from tests.helpers import session
 from tests.helpers.config import CONFIG_DIR, ROOT
 

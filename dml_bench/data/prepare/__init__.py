@@ -5,7 +5,7 @@ benchmarks' specs (``dml_bench.data.benchmarks``, which imports the modules of t
 not pull in the preparer, nor the preparer the specs before they are defined.
 """
 
-from dml_bench.lazy import lazy_attributes
+from dml_bench.runtime.lazy import lazy_attributes
 
 _EXPORTS = {
     "prepare_dataset": "dml_bench.data.prepare.pipeline",

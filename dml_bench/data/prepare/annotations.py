@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from dml_bench.data.split_files import Row
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 Splits = Mapping[str, list[Row]]
 

@@ -13,7 +13,7 @@ from scipy.io import loadmat
 from dml_bench.data.prepare.annotations import split_by_class
 from dml_bench.data.prepare.spec import DatasetSpec, OfficialFile
 from dml_bench.data.split_files import Row
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 ANNOTATIONS = "cars_annos.mat"
 

@@ -17,7 +17,7 @@ from urllib.error import HTTPError, URLError
 
 from tqdm import tqdm
 
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from tqdm import tqdm
 
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 TAR_SUFFIXES = (".tgz", ".tar.gz", ".tar")
 ZIP_SUFFIXES = (".zip",)

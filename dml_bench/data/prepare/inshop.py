@@ -11,7 +11,7 @@ from pathlib import Path
 from dml_bench.data.prepare.annotations import read_table
 from dml_bench.data.prepare.spec import DatasetSpec, OfficialFile
 from dml_bench.data.split_files import Row
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 PARTITION = "list_eval_partition.txt"
 SPLITS = ("train", "query", "gallery")

@@ -9,7 +9,7 @@ from dml_bench.data.prepare.extract import is_archive, safe_extract
 from dml_bench.data.prepare.sources import obtain_files
 from dml_bench.data.prepare.spec import DatasetSpec
 from dml_bench.data.split_files import MARKER, read_marker, split_file, write_marker, write_splits
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from dml_bench.data.prepare.download import check_md5, download
 from dml_bench.data.prepare.spec import DatasetSpec, OfficialFile
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 

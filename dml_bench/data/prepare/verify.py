@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dml_bench.data.split_files import read_split, split_file, split_names
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 
 class BadImage(NamedTuple):

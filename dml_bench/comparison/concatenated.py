@@ -13,12 +13,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from dml_bench import builders
-from dml_bench.device import resolve_amp, resolve_device
+from dml_bench.comparison.aggregate import grouped
+from dml_bench.comparison.runs import FOLD, SEED, metric_columns, read_runs
 from dml_bench.engine.checkpoint import load_checkpoint
-from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import Evaluation
-from dml_bench.results import FOLD, SEED, grouped, metric_columns, read_runs
-from dml_bench.tables import markdown_table
+from dml_bench.runtime.device import resolve_amp, resolve_device
+from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.tables import markdown_table
 
 CAPTION = ("Concatenated: per configuration and seed, the test split evaluated once on the K fold models' "
            "embeddings of each image, each L2-normalised, concatenated (K x d); the mean over the folds is above")

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 

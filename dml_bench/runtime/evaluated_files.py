@@ -5,7 +5,7 @@ that evaluating best.pt and last.pt of a run keeps both."""
 import logging
 from pathlib import Path
 
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,15 @@ start time (``engine.distributed.share_start_time`` shares it), so that all rank
 ``.hydra-resume`` when resuming, so that the run's own ``.hydra`` stays as it was; nothing on
 ranks other than 0.
 
+``resume_command``: the command that continues a run in its folder.
+
 ``multirun_job_name``: what a multirun job sets of the keys its sweep varies, the name its
 loggers give it.
 """
 
 import datetime
 import os
+import shlex
 from pathlib import Path
 
 import yaml
@@ -80,3 +83,10 @@ def register() -> None:
     OmegaConf.register_new_resolver("dml_bench.now", start_time, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("dml_bench.run_dir", run_dir, replace=True)
     OmegaConf.register_new_resolver("dml_bench.hydra_subdir", hydra_subdir, replace=True)
+
+
+def resume_command(overrides: list[str], run_dir, launcher: str = "python") -> str:
+    """The command that continues the run in ``run_dir``: the ``overrides`` of the command that
+    started it, and ``resume=`` that folder; ``launcher`` runs the module (``torchrun ...``)."""
+    kept = [override for override in overrides if not override.startswith("resume=")]
+    return f"{launcher} -m dml_bench.train {shlex.join([*kept, f'resume={run_dir}'])}"

@@ -3,7 +3,7 @@ hydra-submitit-launcher's, each job of a multirun being a process (a SLURM job) 
 
 - A failed run fails its job. The plain launcher hands the run's error back to the launching
   process as a result, so that submitit logs "Job completed successfully" and SLURM accounts a
-  completed job. Here the job raises it (``dml_bench.utils.report_user_errors`` lets it through
+  completed job. Here the job raises it (``dml_bench.runtime.entry.report_user_errors`` lets it through
   under these launchers); the launching process logs each failed job and still waits for the
   others, and the multirun ends normally, as with Hydra's basic launcher.
 - A preempted or timed-out job continues its run. When SLURM signals the job, submitit asks the

@@ -4,7 +4,7 @@ import contextlib
 
 import torch
 
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 
 @contextlib.contextmanager

@@ -18,8 +18,7 @@ from contextlib import contextmanager
 
 from hydra.core.hydra_config import HydraConfig
 
-from dml_bench.engine.resume import resume_command
-from dml_bench.run_folder import launcher_rank
+from dml_bench.runtime.run_folder import launcher_rank, resume_command
 
 log = logging.getLogger("dml_bench")
 

@@ -1,10 +1,11 @@
 """The results table as LaTeX, to paste into a paper: booktabs rules, one row per configuration
-(``results.aggregate``: seeds and folds pooled), each metric in % as mean $\\pm$ the 95% CI
-half-width, the best mean of each column in bold and, given a ``results.compare`` result, a
+(``aggregate.aggregate``: seeds and folds pooled), each metric in % as mean $\\pm$ the 95% CI
+half-width, the best mean of each column in bold and, given a ``compare.compare`` result, a
 dagger on each value that differs from the baseline at Holm-corrected p < 0.05."""
 
+from dml_bench.comparison.aggregate import CI_CAPTION, aggregate
+from dml_bench.comparison.compare import format_p
 from dml_bench.evaluation.metric_names import short_name
-from dml_bench.results import CI_CAPTION, aggregate, format_p
 
 SIGNIFICANCE = 0.05  # Holm-corrected p below this earns a dagger
 DIGITS = 1  # decimals of a value in %, as DML papers print Recall@K
@@ -32,8 +33,8 @@ def significant_cells(comparison: dict | None) -> set[tuple[tuple, str]]:
 
 
 def latex_table(records: list[dict], comparison: dict | None = None) -> str:
-    """The table of the groups of ``records`` (``results.read_runs``), preceded by comment lines
-    that say what the numbers are; ``comparison``: ``results.compare`` of the same records."""
+    """The table of the groups of ``records`` (``runs.read_runs``), preceded by comment lines
+    that say what the numbers are; ``comparison``: ``compare.compare`` of the same records."""
     keys, names, groups = aggregate(records)
     empty = [g for g in groups if not g["runs"]]  # every run failed: nothing to show
     groups = [g for g in groups if g["runs"]]

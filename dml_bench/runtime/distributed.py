@@ -18,8 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dml_bench.errors import UserError
-from dml_bench.run_folder import START_TIME_ENV
+from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.run_folder import START_TIME_ENV
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def shut_down(world: World) -> None:
 
 def share_start_time() -> None:
     """Give every rank of a torchrun launch rank 0's start time, from which Hydra names the run
-    folder (``dml_bench.now``, see ``dml_bench.run_folder``): ranks started a second apart would otherwise
+    folder (``dml_bench.now``, see ``dml_bench.runtime.run_folder``): ranks started a second apart would otherwise
     write to different folders."""
     world = launcher_world()
     if world.size == 1:

@@ -10,8 +10,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from dml_bench.errors import user_error_of
-from dml_bench.submitit_jobs import in_dml_bench_submitit_job
+from dml_bench.runtime.errors import user_error_of
+from dml_bench.runtime.submitit_jobs import in_dml_bench_submitit_job
 
 log = logging.getLogger("dml_bench")
 
@@ -37,7 +37,7 @@ def log_to_files(message: str) -> None:
 def report_user_errors(function, *args):
     """Run ``function``; a UserError ends the process with its paragraph, printed once on stderr,
     and no traceback (HYDRA_FULL_ERROR=1 re-raises it to show the traceback). Any error is logged
-    to the run's log first, so that it holds its ERROR line (``dml_bench.results`` reports it).
+    to the run's log first, so that it holds its ERROR line (``dml_bench.comparison.runs`` reports it).
 
     In a multirun, a failing job is logged (with its traceback, unless it is a UserError) and
     returns None, so the launcher goes on with the other jobs: raising SystemExit would end the

@@ -1,4 +1,4 @@
-"""Confidence intervals and paired tests for the results tables (``dml_bench.results``).
+"""Confidence intervals and paired tests for the results tables (``dml_bench.comparison.aggregate`` and ``compare``).
 
 - ``t_half_width``: half-width of the Student t confidence interval of a mean (n - 1 degrees
   of freedom), the ± of the results table.

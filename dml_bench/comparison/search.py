@@ -14,7 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dml_bench.builders import selection_split
-from dml_bench.errors import UserError
+from dml_bench.runtime.errors import UserError
 
 SEARCH_GROUPS = ("loss", "miner", "sampler", "protocol")
 RESULTS_FILE = "optimization_results.yaml"  # hydra-optuna-sweeper's, in the sweep folder

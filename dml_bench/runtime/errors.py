@@ -33,7 +33,7 @@ def from_worker(error: UserError) -> UserError:
     torch sends a worker's exception to the main process as its type and formatted traceback
     (``torch._utils.ExceptionWrapper``) and raises ``type(message)`` there, with the message
     "Caught UserError in DataLoader worker process 0.\\nOriginal Traceback ..." whose last
-    exception line, ``dml_bench.errors.UserError: ...``, holds the original message.
+    exception line, ``dml_bench.runtime.errors.UserError: ...``, holds the original message.
     """
     text = str(error)
     exception_line = f"\n{type(error).__module__}.{type(error).__qualname__}: "

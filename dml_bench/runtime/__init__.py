@@ -1,0 +1,1 @@
+"""Process plumbing every layer may use: errors, devices, processes and signals, files, run folders."""
