@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dml_bench.data.loaders import SeededSamples, make_loader
 from dml_bench.data.samplers import TooFewSamples
-from dml_bench.data.split_files import split_file
+from dml_bench.data.split_files import needs_preparing, split_file
 from dml_bench.data.splits import open_split
 from dml_bench.data.validation import class_disjoint_split, fold_split
 from dml_bench.engine import distributed
@@ -48,11 +48,10 @@ def build_world(cfg: DictConfig) -> distributed.World:
 def build_datasets(cfg: DictConfig, *, with_train: bool = True) -> dict:
     """The training split (and, under a protocol with ``folds`` or ``validation_fraction``, the
     validation split carved out of it) and the test split(s): ``query`` and, for In-Shop,
-    ``gallery``. Prepares the embedded data on first use."""
+    ``gallery``. Prepares the embedded data on first use, and again when its version or settings change."""
     data = cfg.dataset
-    if data.get("prepare") and not split_file(data.root, data.train_split).exists():
-        log.info("preparing %s under %s", data.name, data.root)
-        instantiate(data.prepare, root=data.root)
+    if data.get("prepare") and needs_preparing(data.root, data.train_split):
+        instantiate(data.prepare, root=data.root)  # a no-op when the folder is current
     splits = {"train": (data.train_split, data.train_transform)} if with_train else {}
     splits["query"] = (data.query_split, data.test_transform)
     if data.gallery_split:
