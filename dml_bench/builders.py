@@ -14,6 +14,7 @@ from dml_bench.data.split_files import needs_preparing, split_file
 from dml_bench.data.splits import open_split
 from dml_bench.data.validation import class_disjoint_split, fold_split
 from dml_bench.engine import distributed
+from dml_bench.engine.loggers import MLflow
 from dml_bench.engine.optim import param_groups
 from dml_bench.engine.recorders import Recorder, Recorders, RunContext, RunFiles, TensorBoard
 from dml_bench.engine.trainer import TrainerSettings
@@ -21,6 +22,7 @@ from dml_bench.errors import UserError
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.losses.compat import check_miner
 from dml_bench.run_folder import multirun_job_name
+from dml_bench.visualize.mlflow_grids import MLflowRetrievals
 from dml_bench.visualize.projector import Projector
 from dml_bench.visualize.recorder import RetrievalBoard
 from dml_bench.visualize.retrievals import GridSettings
@@ -271,7 +273,8 @@ def build_grid_settings(cfg: DictConfig, retrievals: DictConfig) -> GridSettings
 def build_recorder(cfg: DictConfig, run_dir: Path, world: distributed.World, datasets: dict) -> Recorder:
     """Rank 0 writes history.jsonl, metrics.json (the run's record, whatever the loggers) and
     feeds the loggers of ``logger`` (configs/logger/); other ranks record nothing. With
-    ``trainer.log_retrievals`` the TensorBoard logger also draws retrieval grids and the projector."""
+    ``trainer.log_retrievals`` the TensorBoard logger also draws retrieval grids and the projector,
+    and the MLflow logger gets the grids as artifacts."""
     if not world.is_main:
         return Recorder()
     run = RunContext(run_dir, multirun_job_name(run_dir), OmegaConf.to_container(cfg, resolve=True))
@@ -279,6 +282,9 @@ def build_recorder(cfg: DictConfig, run_dir: Path, world: distributed.World, dat
     if cfg.trainer.log_retrievals:
         loggers = [build_retrieval_board(cfg, logger.log_dir, datasets) if type(logger) is TensorBoard else logger
                    for logger in loggers]
+        tests = {role: datasets[role] for role in ("query", "gallery") if role in datasets}
+        loggers += [MLflowRetrievals(logger, tests, build_grid_settings(cfg, cfg.retrievals))
+                    for logger in loggers if isinstance(logger, MLflow)]
     return Recorders([RunFiles(run_dir), *loggers])
 
 
