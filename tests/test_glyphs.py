@@ -4,12 +4,14 @@ prepared format of every dataset (dml_bench.data.split_files), written by the sa
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from dml_bench import builders
 from dml_bench.data import RetrievalDataset, glyphs
 from dml_bench.data.glyphs import prepare_glyphs, render_glyphs, visual_classes
 from dml_bench.data.split_files import Marker, read_marker, read_split, split_file, write_marker, write_splits
+from dml_bench.errors import user_error_of
 from tests.helpers.config import compose_config
 
 # Look-alikes of the issue that reported them (Latin, Greek, Cyrillic), and characters that look
@@ -114,6 +116,18 @@ def test_a_folder_of_another_version_is_rendered_again_by_a_run(tmp_path, monkey
     datasets = builders.build_datasets(compose_config(overrides))
     assert read_marker(root).settings["version"] == glyphs.FORMAT_VERSION
     assert sorted(set(datasets["train"].labels)) == [0, 1] and len(datasets["query"]) == 4
+
+    stale = root / "images" / "old"
+    stale.mkdir()
+    write_marker(root, "glyphs", old)
+    builders.build_datasets(compose_config(overrides))
+    assert not stale.exists()  # the earlier version's images go with its splits
+
+    write_marker(root, "cub200")  # another dataset's folder: refused, left as it is
+    with pytest.raises(Exception) as caught:  # Hydra's InstantiationException: the entry points unwrap it
+        builders.build_datasets(compose_config(overrides))
+    assert "holds the prepared dataset 'cub200', not the glyphs" in str(user_error_of(caught.value))
+    assert split_file(root, "train").is_file()
 
     (root / ".prepared").unlink()  # split files of the user's own: used as they are
     write_splits(root, {"train": [(f"images/000/0000{i}.png", 0) for i in (0, 1)],

@@ -19,7 +19,9 @@ and ``FORMAT_VERSION``), through the same writers as the benchmarks, so the same
 it as any benchmark. ``classes.txt`` lists each class's code points.
 """
 
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -36,6 +38,7 @@ from dml_bench.data.split_files import (
     write_splits,
     write_text,
 )
+from dml_bench.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -177,13 +180,18 @@ def prepare_glyphs(
     marker = read_marker(root)
     if marker == Marker(NAME, settings) and all(split_file(root, s).is_file() for s in splits):
         return root
+    if marker is not None and not _glyph_marker(marker):
+        raise UserError(f"{root} holds the prepared dataset {marker.name!r}, not the glyphs: point dataset.root "
+                        "of dataset=glyphs at a folder of its own (data/glyphs by default).")
     log.info("rendering the %s data under %s (%s)", NAME, root,
              "first use" if marker is None else "the folder holds another version or other settings")
-    # Not prepared until the new marker; stale split files go too, so an interrupted rendering
-    # never leaves old splits over new images.
+    # Not prepared until the new marker; the earlier version's splits and images go too, so an
+    # interrupted rendering never leaves old splits over new images, nor old images unlisted.
     (root / MARKER).unlink(missing_ok=True)
     for stale in (root / SPLITS_DIR).glob("*.csv"):
         stale.unlink()
+    if marker is not None:
+        shutil.rmtree(root / "images", ignore_errors=True)
     images, labels, classes = render_glyphs(seed, image_size, renderings_per_font, min_per_class)
     image_dir = root / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +206,17 @@ def prepare_glyphs(
     write_text(root / "classes.txt", classes_text(classes), encoding="utf-8")
     write_marker(root, NAME, settings)
     return root
+
+
+def _glyph_marker(marker: Marker) -> bool:
+    """Whether a marker was written by this preparer: now, or as the single JSON line of settings
+    the first version wrote."""
+    if marker.name == NAME:
+        return True
+    try:
+        return isinstance(json.loads(marker.name), dict)
+    except ValueError:
+        return False
 
 
 def classes_text(classes: list[str]) -> str:
