@@ -75,9 +75,11 @@ def main(argv=None) -> int:
     parser.add_argument("--root", type=Path, help="a prepared dataset to verify instead of synthetic JPEGs")
     parser.add_argument("--pairs", type=int, nargs="*", default=[10000, 120000],
                         help="numbers of random hashes whose pairs are compared (default 10000 120000)")
-    parser.add_argument("--copies", type=int, default=100, help="pictures for the copy distances (default 100)")
+    parser.add_argument("--copies", type=int, default=100,
+                        help="pictures for the copy distances (default 100; 0: skip them)")
     args = parser.parse_args(argv)
-    copy_distances(args.copies)
+    if args.copies:
+        copy_distances(args.copies)
     with tempfile.TemporaryDirectory() as scratch:
         root = args.root or synthetic_folder(Path(scratch), args.images)
         count = len(listed_images(root))
