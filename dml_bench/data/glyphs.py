@@ -185,12 +185,12 @@ def prepare_glyphs(
                         "of dataset=glyphs at a folder of its own (data/glyphs by default).")
     log.info("rendering the %s data under %s (%s)", NAME, root,
              "first use" if marker is None else "the folder holds another version or other settings")
-    # Not prepared until the new marker; the earlier version's splits and images go too, so an
-    # interrupted rendering never leaves old splits over new images, nor old images unlisted.
-    (root / MARKER).unlink(missing_ok=True)
-    for stale in (root / SPLITS_DIR).glob("*.csv"):
-        stale.unlink()
     if marker is not None:
+        # Not prepared until the new marker; the earlier version's splits and images go too, so an
+        # interrupted rendering never leaves old splits over new images, nor old images unlisted.
+        (root / MARKER).unlink()
+        for stale in (root / SPLITS_DIR).glob("*.csv"):
+            stale.unlink()
         shutil.rmtree(root / "images", ignore_errors=True)
     images, labels, classes = render_glyphs(seed, image_size, renderings_per_font, min_per_class)
     image_dir = root / "images"
