@@ -6,9 +6,10 @@ import io
 from itertools import combinations
 
 import numpy as np
+import pytest
 from PIL import Image, ImageEnhance
 
-from dml_bench.data.glyphs import render_glyphs
+from dml_bench.data.glyphs import characters, render_glyphs
 from dml_bench.data.prepare import near_duplicates
 from dml_bench.data.prepare.near_duplicates import THRESHOLD, close_pairs
 from dml_bench.data.prepare.verify import verify_images
@@ -140,3 +141,14 @@ def test_the_command_line_lists_class_pairs_with_their_counts(tmp_path, capsys):
     assert "across splits: 1 pairs of images, between 1 pairs of classes" in out
     assert main(["csv", "--root", str(tmp_path), "--verify", "--near-threshold", "64"]) == 1
     assert "from 0 to 63" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_on_all_the_glyphs_one_class_per_character_every_look_alike_pair_is_found(tmp_path):
+    """The whole glyph data rendered the old way, one class per character: among the class pairs
+    the audit reports are all the pairs of characters that the glyph data now joins."""
+    chars = characters()
+    found = found_classes(verify_images(glyph_folder(tmp_path, chars)), chars)
+    visual = render_glyphs(0, 32, 2, 10)[2]
+    alike = {frozenset(a + b) for group in visual for a, b in combinations(group, 2)}
+    assert len(alike) == 44 and alike <= found
