@@ -285,6 +285,9 @@ def build_recorder(cfg: DictConfig, run_dir: Path, world: distributed.World, dat
         tests = {role: datasets[role] for role in ("query", "gallery") if role in datasets}
         loggers += [MLflowRetrievals(logger, tests, build_grid_settings(cfg, cfg.retrievals))
                     for logger in loggers if isinstance(logger, MLflow)]
+        if not any(isinstance(logger, RetrievalBoard | MLflowRetrievals) for logger in loggers):
+            log.warning("trainer.log_retrievals=true draws its pictures for logger=tensorboard or logger=mlflow; "
+                        "with logger=%s none is drawn.", list(cfg.get("logger") or []))
     return Recorders([RunFiles(run_dir), *loggers])
 
 

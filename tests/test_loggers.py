@@ -153,7 +153,7 @@ def test_mlflow_missing_is_a_user_error_naming_the_extra(tmp_path, monkeypatch):
         MLflow(RunContext(tmp_path))
 
 
-def test_retrieval_grids_go_to_the_tensorboard_logger_whichever_loggers_are_chosen(tmp_path):
+def test_retrieval_grids_go_to_the_tensorboard_logger_whichever_loggers_are_chosen(tmp_path, caplog):
     from PIL import Image
 
     from dml_bench.data import RetrievalDataset
@@ -171,6 +171,7 @@ def test_retrieval_grids_go_to_the_tensorboard_logger_whichever_loggers_are_chos
     csv_only = build_recorder(compose_config(["trainer.log_retrievals=true", "logger=csv"]), tmp_path, World(),
                               datasets)
     assert [type(r) for r in csv_only.recorders] == [RunFiles, ScalarsCSV]
+    assert "with logger=['csv'] none is drawn" in caplog.text  # said, not silently dropped
 
 
 def test_with_mlflow_the_retrieval_grids_are_artifacts_of_the_run(tmp_path):
