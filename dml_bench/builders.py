@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dml_bench.data.loaders import SeededSamples, make_loader
 from dml_bench.data.samplers import TooFewSamples
-from dml_bench.data.split_files import split_file
+from dml_bench.data.split_files import needs_preparing, split_file
 from dml_bench.data.splits import open_split
 from dml_bench.data.validation import class_disjoint_split, fold_split
 from dml_bench.engine.optim import param_groups
@@ -21,7 +21,8 @@ from dml_bench.losses.compat import check_miner
 from dml_bench.runtime import distributed
 from dml_bench.runtime.errors import UserError
 from dml_bench.runtime.run_folder import multirun_job_name
-from dml_bench.visualize.retrievals import GridSettings
+from dml_bench.visualize.mlflow_grids import MLflowRetrievalBoard
+from dml_bench.visualize.recorder import RetrievalBoard
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,10 @@ def build_world(cfg: DictConfig) -> distributed.World:
 def build_datasets(cfg: DictConfig, *, with_train: bool = True) -> dict:
     """The training split (and, under a protocol with ``folds`` or ``validation_fraction``, the
     validation split carved out of it) and the test split(s): ``query`` and, for In-Shop,
-    ``gallery``. Prepares the embedded data on first use."""
+    ``gallery``. Prepares the embedded data on first use, and again when its version or settings change."""
     data = cfg.dataset
-    if data.get("prepare") and not split_file(data.root, data.train_split).exists():
-        log.info("preparing %s under %s", data.name, data.root)
-        instantiate(data.prepare, root=data.root)
+    if data.get("prepare") and needs_preparing(data.root, data.train_split):
+        instantiate(data.prepare, root=data.root)  # a no-op when the folder is current
     splits = {"train": (data.train_split, data.train_transform)} if with_train else {}
     splits["query"] = (data.query_split, data.test_transform)
     if data.gallery_split:
@@ -262,19 +262,17 @@ def trainer_settings(cfg: DictConfig, run_dir: Path, device: torch.device, world
     )
 
 
-def build_grid_settings(cfg: DictConfig, retrievals: DictConfig) -> GridSettings:
-    """What the retrieval grids show (``retrievals.*``), searched as the evaluation searches."""
-    return GridSettings(k=retrievals.k, queries=retrievals.queries, seed=retrievals.seed,
-                        distance=cfg.evaluation.distance, backend=cfg.evaluation.backend)
-
-
 def build_recorder(cfg: DictConfig, run_dir: Path, world: distributed.World, datasets: dict) -> Recorder:
     """Rank 0 writes history.jsonl, metrics.json (the run's record, whatever the loggers) and
     feeds the loggers of ``logger`` (configs/logger/), each built by its config from the run's
-    context; other ranks record nothing."""
+    context; other ranks record nothing. ``trainer.log_retrievals`` draws its pictures through
+    the TensorBoard and MLflow loggers; with neither, a warning says so."""
     if not world.is_main:
         return Recorder()
     tests = {role: datasets[role] for role in ("query", "gallery") if role in datasets}
     run = RunContext(run_dir, multirun_job_name(run_dir), OmegaConf.to_container(cfg, resolve=True), tests)
     loggers = [instantiate(options)(run) for options in (cfg.get("logger") or {}).values()]
+    if cfg.trainer.log_retrievals and not any(isinstance(lg, RetrievalBoard | MLflowRetrievalBoard) for lg in loggers):
+        log.warning("trainer.log_retrievals=true draws its pictures for logger=tensorboard or logger=mlflow; "
+                    "with logger=%s none is drawn.", list(cfg.get("logger") or []))
     return Recorders([RunFiles(run_dir), *loggers])

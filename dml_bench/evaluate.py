@@ -25,7 +25,7 @@ from dml_bench.runtime.entry import report_user_errors, seed_everything
 from dml_bench.runtime.evaluated_files import checkpoint_file, output_name
 from dml_bench.runtime.files import write_json
 from dml_bench.runtime.tables import markdown_table
-from dml_bench.visualize.retrievals import retrieval_grids
+from dml_bench.visualize.retrievals import GridSettings, retrieval_grids
 
 log = logging.getLogger("dml_bench.evaluate")
 
@@ -73,7 +73,7 @@ def evaluate(cfg: DictConfig) -> dict:
             np.save(out_dir / "embeddings" / output_name(checkpoint, f"{name}.npy"), values.cpu().numpy())
     if visualize:
         grids = retrieval_grids(evaluation, datasets["query"], datasets.get("gallery"),
-                                builders.build_grid_settings(cfg, retrievals))
+                                GridSettings.of(cfg, retrievals))
         (out_dir / "retrievals").mkdir(exist_ok=True)
         for name, grid in grids.items():
             grid.save(out_dir / "retrievals" / output_name(checkpoint, f"{name}.png"))

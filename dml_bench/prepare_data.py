@@ -13,6 +13,7 @@ import textwrap
 from dml_bench.data.benchmarks import SPECS, benchmark, choices_text, names_and_aliases
 from dml_bench.data.cache import build_cache, cache_resize
 from dml_bench.data.prepare import prepare_dataset
+from dml_bench.data.prepare.near_duplicates import THRESHOLD, describe_near_duplicates
 from dml_bench.data.prepare.verify import describe_duplicates, verify_images
 from dml_bench.runtime.errors import UserError
 
@@ -74,8 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--verify", action="store_true",
-        help="afterwards, decode every listed image and list those that fail (exit code 1 if any), and "
-        "report exact duplicates (same decoded pixels) within a class, across classes and across splits",
+        help="afterwards, decode every listed image and list those that fail (exit code 1 if any), "
+        "report exact duplicates (same decoded pixels) within a class, across classes and across splits, "
+        "and near-duplicates (perceptual hashes at most --near-threshold bits apart) across classes and "
+        "across splits",
+    )
+    parser.add_argument(
+        "--near-threshold", type=int, default=THRESHOLD, metavar="BITS",
+        help=f"with --verify: the most bits of 64 in which the pHashes of near-duplicates differ (default "
+        f"{THRESHOLD}; 0 finds only copies whose hashes are equal)",
     )
     parser.add_argument(
         "--cache", nargs="?", const="recipe", metavar="SIZE",
@@ -99,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             name = benchmark(args.name).name
             prepare_dataset(name, args.root, source=args.source, skip_checksum=args.skip_checksum)
         if args.verify:
-            checked, bad, duplicates = verify_images(args.root)
-            print("\n".join(describe_duplicates(duplicates)))
+            if not 0 <= args.near_threshold < 64:
+                raise UserError(f"--near-threshold {args.near_threshold}: choose a number of bits from 0 to 63.")
+            checked, bad, duplicates, near = verify_images(args.root, args.near_threshold)
+            print("\n".join(describe_duplicates(duplicates) + describe_near_duplicates(near, args.near_threshold)))
             if bad:
                 print(f"{len(bad)} of {checked} images could not be decoded:", file=sys.stderr)
                 for image in bad:

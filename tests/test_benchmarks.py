@@ -9,7 +9,7 @@ from dml_bench.bench.timing import interleaved_rates, ratio_columns
 from dml_bench.data import loaders
 from dml_bench.data.loaders import make_loader
 from dml_bench.evaluation import faiss_gpu
-from scripts import bench_gpu, bench_train
+from scripts import bench_gpu, bench_train, bench_verify
 
 
 def test_candidates_alternate_and_rates_are_images_per_second():
@@ -73,3 +73,12 @@ def test_worker_default_leaves_a_core_per_process_and_caps_at_16(monkeypatch, cp
 def test_at_least_four_batches_are_in_flight(workers, prefetch):
     loader = make_loader(torch.utils.data.TensorDataset(torch.arange(8)), 4, num_workers=workers)
     assert loader.prefetch_factor == prefetch and loader.persistent_workers == (workers > 0)
+
+
+def test_bench_verify_prints_copy_distances_rates_and_pair_times(capsys):
+    assert bench_verify.main(["--images", "4", "--rounds", "1", "--pairs", "50", "--copies", "3"]) == 0
+    out = capsys.readouterr().out
+    for line in ("half size: at most", "JPEG quality 60: at most", "two distinct pictures: at least",
+                 "4 synthetic 500x375 JPEGs: 4 images", "exact audit:", "exact + near-duplicates:",
+                 "pairs of 50 hashes compared in"):
+        assert line in out

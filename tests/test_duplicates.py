@@ -30,7 +30,7 @@ def paths(groups):
 
 def test_duplicates_within_a_class_across_classes_and_across_splits(tmp_path):
     write_folder(tmp_path)
-    checked, bad, duplicates = verify_images(tmp_path)
+    checked, bad, duplicates, _ = verify_images(tmp_path)
     assert (checked, bad) == (6, [])
     assert paths(duplicates["within a class"]) == [["images/a.png", "images/b.bmp"]]
     assert paths(duplicates["across classes"]) == [["images/c.png", "images/d.png"]]

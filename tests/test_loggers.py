@@ -153,7 +153,7 @@ def test_mlflow_missing_is_a_user_error_naming_the_extra(tmp_path, monkeypatch):
         MLflow(RunContext(tmp_path))
 
 
-def test_retrieval_grids_go_to_the_tensorboard_logger_whichever_loggers_are_chosen(tmp_path):
+def test_retrieval_grids_go_to_the_tensorboard_logger_whichever_loggers_are_chosen(tmp_path, caplog):
     from PIL import Image
 
     from dml_bench.data import RetrievalDataset
@@ -171,3 +171,38 @@ def test_retrieval_grids_go_to_the_tensorboard_logger_whichever_loggers_are_chos
     csv_only = build_recorder(compose_config(["trainer.log_retrievals=true", "logger=csv"]), tmp_path, World(),
                               datasets)
     assert [type(r) for r in csv_only.recorders] == [RunFiles, ScalarsCSV]
+    assert "with logger=['csv'] none is drawn" in caplog.text  # said, not silently dropped
+
+
+def test_with_mlflow_the_retrieval_grids_are_artifacts_of_the_run(tmp_path):
+    """logger=mlflow with trainer.log_retrievals: each selected test evaluation's grids are PNG
+    artifacts, pixel for pixel the grids TensorBoard shows; validation evaluations draw none."""
+    pytest.importorskip("mlflow")
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from dml_bench.visualize.mlflow_grids import MLflowRetrievalBoard
+    from dml_bench.visualize.retrievals import GridSettings, retrieval_grids
+    from tests.test_visualize import evaluation_of, solid_images
+
+    labels = [i % 5 for i in range(20)]
+    dataset = solid_images(tmp_path / "data", "test", labels)
+    embeddings, targets = torch.randn(20, 4, generator=torch.Generator().manual_seed(0)), torch.tensor(labels)
+    cfg = compose_config(["trainer.log_retrievals=true", "logger=mlflow", "retrievals.k=3", "retrievals.queries=2"])
+    recorder = build_recorder(cfg, tmp_path, World(), {"query": dataset})
+    assert [type(r) for r in recorder.recorders] == [RunFiles, MLflowRetrievalBoard]
+    mlflow = recorder.recorders[1]
+    mlflow.open(None, [])
+    mlflow.selected(2, evaluation_of(embeddings, targets, split="validation"))
+    mlflow.selected(3, evaluation_of(embeddings, targets))
+    mlflow.close()
+
+    client, run = mlflow_run(tmp_path)
+    listed = sorted(artifact.path for artifact in client.list_artifacts(run.info.run_id, "retrievals"))
+    assert listed == ["retrievals/epoch_003_sample.png", "retrievals/epoch_003_worst.png"]
+    expected = retrieval_grids(evaluation_of(embeddings, targets), dataset, None, GridSettings(k=3, queries=2))
+    for name in ("sample", "worst"):
+        path = client.download_artifacts(run.info.run_id, f"retrievals/epoch_003_{name}.png", str(tmp_path / name))
+        drawn = np.asarray(Image.open(path).convert("RGB"))
+        assert np.array_equal(drawn, np.asarray(expected[name].convert("RGB")))

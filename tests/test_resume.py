@@ -29,7 +29,7 @@ from tests.helpers.tiny_runs import (
     tiny_train,
 )
 
-STEPS_PER_EPOCH = 10  # 642 training images // batch 64
+BATCH = 64  # tiny_runs.TINY_OVERRIDES' trainer.batch_size
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +92,9 @@ def test_resume_from_a_mid_epoch_checkpoint(data, reference, tmp_path):
 
     kill_when(start_train(*args, f"hydra.run.dir={run_dir}"), mid_epoch_checkpoint)
     state = checkpoint(run_dir)
-    assert 0 < state["epoch_progress"]["batches"] < STEPS_PER_EPOCH
-    assert state["global_step"] == STEPS_PER_EPOCH * state["epoch"] + state["epoch_progress"]["batches"]
+    steps_per_epoch = (len((data / "splits" / "train.csv").read_text().splitlines()) - 1) // BATCH  # drop_last
+    assert 0 < state["epoch_progress"]["batches"] < steps_per_epoch
+    assert state["global_step"] == steps_per_epoch * state["epoch"] + state["epoch_progress"]["batches"]
     tiny_train(*args, f"resume={run_dir}")
     assert_same_run(run_dir, reference)
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from PIL import Image
 from torchvision import transforms as T
-from tqdm import tqdm
 
 from dml_bench.data.benchmarks import find_benchmark
 from dml_bench.data.decode import DECODE_ERRORS
 from dml_bench.data.loaders import available_cpus
 from dml_bench.data.split_files import listed_images
 from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,8 @@ def build_cache(root: str | Path, resize, workers: int | None = None) -> Path:
     todo = [(root / p, cached_file(folder, p), resize) for p in paths if not cached_file(folder, p).is_file()]
     log.info("Caching %d of %d images resized to %s in %s", len(todo), len(paths), size_name(resize), folder)
     with ProcessPoolExecutor(workers or available_cpus()) as pool:
-        errors = [e for e in tqdm(pool.map(_resize_one, todo, chunksize=32), total=len(todo),
-                                  desc="caching", unit=" images") if e]
+        errors = [e for e in progress_bar(pool.map(_resize_one, todo, chunksize=32), total=len(todo),
+                                          desc="caching", unit=" images") if e]
     if errors:
         raise UserError(f"{len(errors)} images could not be decoded, e.g. {errors[0]}. Re-extract the "
                         "dataset (prepare_data --verify lists every unreadable image), then run --cache again.")

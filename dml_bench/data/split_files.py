@@ -125,6 +125,15 @@ def read_marker(root: str | Path) -> Marker | None:
     return Marker(lines[0].strip(), settings)
 
 
+def needs_preparing(root: str | Path, train_split: str) -> bool:
+    """Whether a generated dataset's preparer (the embedded glyphs') must run on ``root``: its
+    training split is missing, or ``root`` holds a marker, which the preparer compares with its
+    own name and settings (a no-op when they match, the data made again when not, so an old
+    version is never used silently). Split files without a marker were written by hand and are
+    used as they are."""
+    return not split_file(root, train_split).exists() or (Path(root) / MARKER).is_file()
+
+
 def write_text(path: str | Path, text: str, encoding: str | None = None) -> None:
     """A text file that appears under its name only once complete."""
     with _atomic(Path(path), encoding=encoding) as f:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from dml_bench.data.samplers import start_epoch, supports_mid_epoch_resume
 from dml_bench.engine import checkpoint as ckpt
@@ -35,6 +34,7 @@ from dml_bench.runtime.distributed import (
 from dml_bench.runtime.errors import UserError
 from dml_bench.runtime.interruption import Interrupted, signal_of
 from dml_bench.runtime.oom import suggest_smaller_batch
+from dml_bench.runtime.progress import progress_bar
 from dml_bench.runtime.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,8 @@ class Trainer:
         self.doing = f"epoch {epoch}"
         start_epoch(getattr(self.train_loader, "sampler", None), epoch, self.batches_done)
         epoch_batches = self.batches_done + len(self.train_loader)
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.settings.epochs}", leave=False,
-                   disable=not self.progress)
+        bar = progress_bar(self.train_loader, desc=f"epoch {epoch}/{self.settings.epochs}", leave=False,
+                           disable=not self.progress)
         rank_batch = getattr(self.train_loader, "batch_size", None)
         global_batch = rank_batch * self.world.size if rank_batch else None
         for images, targets, _ in bar:

@@ -3,9 +3,9 @@
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from dml_bench.runtime.device import autocast
+from dml_bench.runtime.progress import progress_bar
 
 
 @torch.inference_mode()
@@ -27,7 +27,7 @@ def extract_embeddings(
     model.eval()
     dataset = loader.dataset
     chunks, indices = [], []
-    for images, _, index in tqdm(loader, desc=desc, leave=False, disable=not progress):
+    for images, _, index in progress_bar(loader, desc=desc, leave=False, disable=not progress):
         with autocast(device, amp_dtype):
             chunks.append(model(images.to(device, non_blocking=True)).float())
         indices.append(index)

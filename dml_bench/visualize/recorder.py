@@ -65,11 +65,13 @@ class RetrievalBoard(TensorBoard):
         self.ended = True
 
 
-def tensorboard_logger(run: RunContext, *, retrievals: bool, grid: GridSettings, projector_points: int) -> TensorBoard:
+def tensorboard_logger(run: RunContext, *, retrievals: bool) -> TensorBoard:
     """``logger=tensorboard`` (configs/logger/tensorboard.yaml): the run's scalars, and with
     ``retrievals`` (``trainer.log_retrievals``) a ``RetrievalBoard`` that also draws the selected
-    epoch's retrieval grids and, with ``projector_points`` > 0, the embedding projector."""
+    epoch's retrieval grids (``retrievals.*``) and, with ``projector.max_points`` > 0, the
+    embedding projector."""
     if not retrievals:
         return TensorBoard.for_run(run)
-    projector = Projector(run.test_sets, projector_points, grid.seed, grid.distance) if projector_points else None
+    grid, points = GridSettings.of(run.config, run.config["retrievals"]), run.config["projector"]["max_points"]
+    projector = Projector(run.test_sets, points, grid.seed, grid.distance) if points else None
     return RetrievalBoard(tensorboard_dir(run), run.test_sets, grid, projector)

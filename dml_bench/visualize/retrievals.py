@@ -43,6 +43,13 @@ class GridSettings:
     distance: str = "cosine"
     backend: str = "auto"
 
+    @classmethod
+    def of(cls, config, retrievals) -> "GridSettings":
+        """From a run's config (its ``evaluation``) and the ``retrievals`` settings, dicts or
+        DictConfigs: the one reading of these keys."""
+        return cls(k=retrievals["k"], queries=retrievals["queries"], seed=retrievals["seed"],
+                   distance=config["evaluation"]["distance"], backend=config["evaluation"]["backend"])
+
 
 @dataclass(frozen=True)
 class Row:

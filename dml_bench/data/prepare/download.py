@@ -15,9 +15,8 @@ from http.client import HTTPException, IncompleteRead
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 
-from tqdm import tqdm
-
 from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +103,7 @@ def _transfer(url: str, part: Path) -> None:
         if offset and not _resumes_at(r, offset):
             offset = 0
         total = _total_size(r, offset)
-        with open(part, "ab" if offset else "wb") as out, tqdm(
+        with open(part, "ab" if offset else "wb") as out, progress_bar(
             total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
             desc=part.name.removesuffix(".part"),
         ) as bar:

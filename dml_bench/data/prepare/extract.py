@@ -13,9 +13,8 @@ import zlib
 from pathlib import Path
 from typing import NoReturn
 
-from tqdm import tqdm
-
 from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.progress import progress_bar
 
 TAR_SUFFIXES = (".tgz", ".tar.gz", ".tar")
 ZIP_SUFFIXES = (".zip",)
@@ -47,7 +46,7 @@ def safe_extract(archive: Path, dest: Path) -> None:
 def _extract_tar(archive: Path, dest: Path) -> None:
     # Member by member, so that a gzipped archive is decompressed once.
     with tarfile.open(archive) as tar:
-        for member in tqdm(tar, desc=f"extracting {archive.name}", unit=" files"):
+        for member in progress_bar(tar, desc=f"extracting {archive.name}", unit=" files"):
             _check_tar_member(member, archive)
             tar.extract(member, dest, **_TAR_FILTER)
 
@@ -55,7 +54,7 @@ def _extract_tar(archive: Path, dest: Path) -> None:
 def _extract_zip(archive: Path, dest: Path) -> None:
     # zipfile never creates links, so checking the names is enough.
     with zipfile.ZipFile(archive) as zf:
-        for info in tqdm(zf.infolist(), desc=f"extracting {archive.name}", unit=" files"):
+        for info in progress_bar(zf.infolist(), desc=f"extracting {archive.name}", unit=" files"):
             _check_name(info.filename, archive)
             zf.extract(info, dest)
 

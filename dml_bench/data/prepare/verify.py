@@ -1,5 +1,5 @@
-"""Decoding every image a prepared dataset lists: broken files, and exact duplicates, found before
-training does.
+"""Decoding every image a prepared dataset lists: broken files, exact duplicates and
+near-duplicates (``near_duplicates``), found before training does.
 
 Two listed images are exact duplicates when they decode to the same pixels (RGB, same size),
 whatever their files. Duplicates matter to retrieval: a query's copy under another class is its
@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from PIL import Image
-from tqdm import tqdm
 
+from dml_bench.data.prepare.near_duplicates import THRESHOLD, Near, near_duplicates, perceptual_hash
 from dml_bench.data.split_files import read_split, split_file, split_names
 from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.progress import progress_bar
 
 
 class BadImage(NamedTuple):
@@ -41,11 +42,13 @@ class Verification(NamedTuple):
     checked: int  # distinct image files decoded
     bad: list[BadImage]
     duplicates: dict[str, list[list[Listed]]]  # kind -> groups of identical listings, in file order
+    near: dict[str, list[Near]] | None  # kind -> pairs of near-duplicate listings (None: not searched)
 
 
-def verify_images(root: str | Path) -> Verification:
-    """Decode (to RGB) every image listed in ``root/splits/*.csv``; report the bad ones and the
-    groups of exact duplicates of each kind."""
+def verify_images(root: str | Path, near_threshold: int | None = THRESHOLD) -> Verification:
+    """Decode (to RGB) every image listed in ``root/splits/*.csv``; report the bad ones, the
+    groups of exact duplicates of each kind and, unless ``near_threshold`` is None, the pairs of
+    near-duplicates whose perceptual hashes are at most that many bits apart."""
     root = Path(root)
     if not split_names(root):
         where = "does not exist" if not root.exists() else "has no split files (splits/*.csv)"
@@ -54,8 +57,8 @@ def verify_images(root: str | Path) -> Verification:
     listed = [Listed(split, row.path, row.label) for split in split_names(root)
               for row in read_split(split_file(root, split))]
     paths = list(dict.fromkeys(entry.path for entry in listed))
-    bad, content = [], {}
-    for path in tqdm(paths, desc="verifying images", unit=" images"):
+    bad, content, hashes = [], {}, {}
+    for path in progress_bar(paths, desc="verifying images", unit=" images"):
         try:
             with Image.open(root / path) as image:
                 rgb = image.convert("RGB")
@@ -63,11 +66,14 @@ def verify_images(root: str | Path) -> Verification:
             bad.append(BadImage(path, f"{type(err).__name__}: {err}"))
             continue
         content[path] = hashlib.sha256(repr(rgb.size).encode() + rgb.tobytes()).digest()
+        if near_threshold is not None:
+            hashes[path] = perceptual_hash(rgb)
     same = defaultdict(list)
     for entry in listed:
         if entry.path in content:
             same[content[entry.path]].append(entry)
-    return Verification(len(paths), bad, duplicate_groups([group for group in same.values() if len(group) > 1]))
+    near = None if near_threshold is None else near_duplicates(listed, hashes, content, near_threshold)
+    return Verification(len(paths), bad, duplicate_groups([group for group in same.values() if len(group) > 1]), near)
 
 
 def duplicate_groups(groups: list[list[Listed]]) -> dict[str, list[list[Listed]]]:
