@@ -5,9 +5,13 @@ The run's saved config decides the data, model and metrics; what the user types 
 line replaces the matching parts. Embeds the test split(s) with the same builders and code the
 trainer uses, prints the metrics table and writes ``<checkpoint name>_eval_metrics.json`` (and,
 with ``save_embeddings=true``, ``embeddings/<checkpoint name>_*.npy``; with ``visualize=true``,
-the retrieval grids ``retrievals/<checkpoint name>_{sample,worst}.png``) next to the checkpoint.
+the retrieval grids ``retrievals/<checkpoint name>_{sample,worst}.png``) next to the checkpoint,
+each file atomically: a run still training there, or another evaluation of the same checkpoint,
+never sees or leaves half a file. A ``_target_`` in the checkpoint's config that configs/ does not
+name is refused unless the command names it (``trust_targets=[...]``).
 """
 
+import io
 import logging
 
 import hydra
@@ -23,8 +27,9 @@ from dml_bench.runtime import run_folder
 from dml_bench.runtime.device import resolve_amp, resolve_device, set_tf32
 from dml_bench.runtime.entry import report_user_errors, seed_everything
 from dml_bench.runtime.evaluated_files import checkpoint_file, output_name
-from dml_bench.runtime.files import write_json
+from dml_bench.runtime.files import atomic_write_bytes, write_json
 from dml_bench.runtime.tables import markdown_table
+from dml_bench.runtime.trusted_targets import check_targets, command_line_targets
 from dml_bench.visualize.retrievals import retrieval_grids
 
 log = logging.getLogger("dml_bench.evaluate")
@@ -54,7 +59,11 @@ def evaluate(cfg: DictConfig) -> dict:
     checkpoint = checkpoint_file(cfg.checkpoint)
     state = load_checkpoint(checkpoint)
     save_embeddings, visualize, retrievals = cfg.save_embeddings, cfg.visualize, cfg.retrievals
-    cfg = run_config(state["config"], cfg, HydraConfig.get().overrides.task)
+    typed = HydraConfig.get().overrides.task
+    trusted = command_line_targets(typed, cfg.trust_targets)
+    cfg = run_config(state["config"], cfg, typed)
+    check_targets(OmegaConf.to_container(cfg, resolve=False), f"the checkpoint {checkpoint}", trusted,
+                  lambda names: f"add trust_targets=[{names}] to the command")
     seed_everything(cfg.seed)
     device = resolve_device(cfg.trainer.device)
     amp_dtype = resolve_amp(cfg.trainer.amp, device)
@@ -70,13 +79,17 @@ def evaluate(cfg: DictConfig) -> dict:
     if save_embeddings:
         (out_dir / "embeddings").mkdir(exist_ok=True)
         for name, values in evaluation.embeddings.items():
-            np.save(out_dir / "embeddings" / output_name(checkpoint, f"{name}.npy"), values.cpu().numpy())
+            buffer = io.BytesIO()
+            np.save(buffer, values.cpu().numpy())
+            atomic_write_bytes(out_dir / "embeddings" / output_name(checkpoint, f"{name}.npy"), buffer.getbuffer())
     if visualize:
         grids = retrieval_grids(evaluation, datasets["query"], datasets.get("gallery"),
                                 builders.build_grid_settings(cfg, retrievals))
         (out_dir / "retrievals").mkdir(exist_ok=True)
         for name, grid in grids.items():
-            grid.save(out_dir / "retrievals" / output_name(checkpoint, f"{name}.png"))
+            buffer = io.BytesIO()
+            grid.save(buffer, format="PNG")
+            atomic_write_bytes(out_dir / "retrievals" / output_name(checkpoint, f"{name}.png"), buffer.getbuffer())
     names = [k for k in metrics if k != NUM_QUERIES]
     print(markdown_table(["checkpoint", *names, NUM_QUERIES],
                          [[f"{checkpoint.name} (epoch {state['epoch']})", *(metrics[k] for k in names),

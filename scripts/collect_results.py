@@ -52,6 +52,9 @@ def main(argv=None) -> int:
     parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of those resamples (default 0)")
     parser.add_argument("--concatenated", action="store_true",
                         help="also evaluate the concatenated fold models of each cross-validated configuration")
+    parser.add_argument("--trust-target", action="append", default=[], metavar="NAME[,NAME...]",
+                        help="with --concatenated: a _target_ of the checkpoints' configs to accept although "
+                             "configs/ does not name it")
     args = parser.parse_args(argv)
     if args.bootstrap_samples < 1:
         parser.error("--bootstrap-samples must be positive")
@@ -62,7 +65,8 @@ def main(argv=None) -> int:
                              bootstrap_seed=args.bootstrap_seed) if args.compare else None
         latex = latex_table(records, comparison)
         if args.concatenated:
-            concatenated, concatenated_headers, concatenated_rows = concatenated_table(args.paths)
+            concatenated, concatenated_headers, concatenated_rows = concatenated_table(
+                args.paths, [name for names in args.trust_target for name in names.split(",")])
     except (FileNotFoundError, UserError) as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
