@@ -59,7 +59,8 @@ def build_datasets(cfg: DictConfig, *, with_train: bool = True) -> dict:
         raise UserError("dataset.cache=true needs a resize in dataset.train_transform and dataset.test_transform "
                         "(the cache stores images as that Resize makes them); set dataset.cache=false.")
     datasets = {role: open_split(data.name, data.root, split, instantiate(transform),
-                                 transform.resize if data.get("cache") else None)
+                                 transform.resize if data.get("cache") else None,
+                                 allow_outside_root=bool(data.get("allow_outside_root")))
                 for role, (split, transform) in splits.items()}
     if with_train and selection_split(cfg) == "validation":  # select on held-out training classes
         protocol, transform = cfg.protocol, instantiate(data.test_transform)

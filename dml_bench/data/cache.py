@@ -8,8 +8,10 @@ transform's Resize then leaves the cached image as it is, so training sees the s
 It costs disk: about 200 KB per image at 256 x 256 (SOP: 24 GB).
 """
 
+import hashlib
 import logging
 import os
+import posixpath
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -20,13 +22,14 @@ from tqdm import tqdm
 from dml_bench.data.benchmarks import find_benchmark
 from dml_bench.data.decode import DECODE_ERRORS
 from dml_bench.data.loaders import available_cpus
-from dml_bench.data.split_files import listed_images
+from dml_bench.data.split_files import inside_root, listed_images
 from dml_bench.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
 COMPLETE = ".complete"
+OUTSIDE = "_outside"  # the cached images of paths outside the dataset folder
 
 
 def size_name(resize) -> str:
@@ -67,8 +70,12 @@ def cache_dir(root: str | Path, resize) -> Path:
 
 
 def cached_file(folder: Path, path: str) -> Path:
-    """Where the cache in ``folder`` keeps the image listed as ``path``."""
-    return folder / f"{path}.ppm"
+    """Where the cache in ``folder`` keeps the image listed as ``path``: always inside ``folder``,
+    an image listed outside the dataset folder (``dataset.allow_outside_root``) under a name
+    derived from its path."""
+    if inside_root(path):
+        return folder / f"{posixpath.normpath(path)}.ppm"
+    return folder / OUTSIDE / f"{hashlib.sha256(path.encode()).hexdigest()[:32]}-{posixpath.basename(path)}.ppm"
 
 
 def open_cache(name: str, root: str | Path, resize) -> Path:
@@ -97,11 +104,11 @@ def _resize_one(task) -> str | None:
     return None
 
 
-def build_cache(root: str | Path, resize, workers: int | None = None) -> Path:
+def build_cache(root: str | Path, resize, workers: int | None = None, allow_outside_root: bool = False) -> Path:
     """Write the cache of ``resize`` for every image of ``root``'s splits; resumes if interrupted."""
     root = Path(root)
     folder = cache_dir(root, resize)
-    paths = listed_images(root)
+    paths = listed_images(root, allow_outside_root)
     todo = [(root / p, cached_file(folder, p), resize) for p in paths if not cached_file(folder, p).is_file()]
     log.info("Caching %d of %d images resized to %s in %s", len(todo), len(paths), size_name(resize), folder)
     with ProcessPoolExecutor(workers or available_cpus()) as pool:

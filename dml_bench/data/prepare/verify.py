@@ -43,7 +43,7 @@ class Verification(NamedTuple):
     duplicates: dict[str, list[list[Listed]]]  # kind -> groups of identical listings, in file order
 
 
-def verify_images(root: str | Path) -> Verification:
+def verify_images(root: str | Path, allow_outside_root: bool = False) -> Verification:
     """Decode (to RGB) every image listed in ``root/splits/*.csv``; report the bad ones and the
     groups of exact duplicates of each kind."""
     root = Path(root)
@@ -52,7 +52,7 @@ def verify_images(root: str | Path) -> Verification:
         raise UserError(f"--verify: {root} {where}, so there is nothing to verify; pass the folder that holds "
                         "splits/train.csv and splits/test.csv (docs/datasets.md).")
     listed = [Listed(split, row.path, row.label) for split in split_names(root)
-              for row in read_split(split_file(root, split))]
+              for row in read_split(split_file(root, split), allow_outside_root)]
     paths = list(dict.fromkeys(entry.path for entry in listed))
     bad, content = [], {}
     for path in tqdm(paths, desc="verifying images", unit=" images"):
