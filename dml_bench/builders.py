@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dml_bench.data.embedded import prepare_embedded
 from dml_bench.data.loaders import SeededSamples, make_loader
 from dml_bench.data.samplers import TooFewSamples
 from dml_bench.data.split_files import split_file
@@ -48,9 +49,7 @@ def build_datasets(cfg: DictConfig, *, with_train: bool = True) -> dict:
     validation split carved out of it) and the test split(s): ``query`` and, for In-Shop,
     ``gallery``. Prepares the embedded data on first use."""
     data = cfg.dataset
-    if data.get("prepare") and not split_file(data.root, data.train_split).exists():
-        log.info("preparing %s under %s", data.name, data.root)
-        instantiate(data.prepare, root=data.root)
+    prepare_embedded(data)
     splits = {"train": (data.train_split, data.train_transform)} if with_train else {}
     splits["query"] = (data.query_split, data.test_transform)
     if data.gallery_split:

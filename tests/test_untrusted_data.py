@@ -1,20 +1,28 @@
 """Dataset copies come from anywhere: their split files, archives and images never make dml_bench
-read or write outside the dataset folder, or fill the disk. Each file here is crafted as a
-careless or hostile copy would be."""
+read or write outside the dataset folder, or fill the disk; embedded data prepared with other
+settings is prepared again, one process at a time. Each file here is crafted as a careless or
+hostile copy would be."""
 
 import io
+import os
+import subprocess
+import sys
 import tarfile
+import time
 import zipfile
 
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from dml_bench.data.cache import build_cache, cache_dir, cached_file
+from dml_bench.data.embedded import prepare_embedded
 from dml_bench.data.prepare.extract import MAX_RATIO, safe_extract
 from dml_bench.data.retrieval_dataset import RetrievalDataset
-from dml_bench.data.split_files import read_split
+from dml_bench.data.split_files import read_marker, read_split
 from dml_bench.prepare_data import main as prepare_data
 from dml_bench.runtime.errors import UserError
+from tests.helpers.config import ROOT
 from tests.helpers.payloads import one_paragraph
 from tests.helpers.tiny_runs import tiny_csv
 
@@ -121,3 +129,36 @@ def test_a_chain_of_links_that_each_look_inside_cannot_lead_out(tmp_path):
         f"Refusing to extract {archive}: its member 'x/y/z' is a link to '..', which the links before it lead "
         "outside the folder")
     assert not (tmp_path / "evil").exists() and not (tmp_path / "z").exists()
+
+
+def two_images(root, size: int, log):
+    return OmegaConf.create({"name": "two_images", "root": str(root), "train_split": "train", "prepare": {
+        "_target_": "tests.helpers.preparers.prepare_two_images", "size": size, "log": str(log), "seconds": 0}})
+
+
+def test_data_prepared_with_other_settings_is_prepared_again(tmp_path):
+    log = tmp_path / "log"
+    prepare_embedded(two_images(tmp_path / "data", 8, log))
+    prepare_embedded(two_images(tmp_path / "data", 8, log))  # the same settings: kept
+    prepare_embedded(two_images(tmp_path / "data", 12, log))  # other settings: written again
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["start", "wrote", "start", "kept",
+                                                                          "start", "wrote"]
+    assert read_marker(tmp_path / "data").settings == {"size": 12}
+    assert Image.open(tmp_path / "data" / "images" / "0.png").size == (12, 12)
+
+
+def test_two_processes_preparing_one_folder_take_turns(tmp_path):
+    log, root = tmp_path / "log", tmp_path / "data"
+    code = ("import sys; from omegaconf import OmegaConf; from dml_bench.data.embedded import prepare_embedded\n"
+            "prepare_embedded(OmegaConf.create({'root': sys.argv[1], 'train_split': 'train', 'name': 'two_images', "
+            "'prepare': {'_target_': 'tests.helpers.preparers.prepare_two_images', 'size': 8, 'log': sys.argv[2]}}))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.Popen([sys.executable, "-c", code, str(root), str(log)], env=env, cwd=ROOT)
+    while not (log.exists() and log.read_text()):  # the first is preparing (it takes a second)
+        assert first.poll() is None
+        time.sleep(0.01)
+    second = subprocess.Popen([sys.executable, "-c", code, str(root), str(log)], env=env, cwd=ROOT)
+    assert first.wait(timeout=60) == 0 and second.wait(timeout=60) == 0
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert [line[0] for line in lines] == ["start", "wrote", "start", "kept"]  # one after the other, once
+    assert lines[0][1] == lines[1][1] == str(first.pid) and lines[2][1] == lines[3][1] == str(second.pid)

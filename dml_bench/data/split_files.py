@@ -15,16 +15,21 @@ marker ``<root>/.prepared``:
   the dataset prepared there, an optional second line the JSON of the settings it was made with
   (the embedded glyphs record theirs, so other settings make them again).
 
+Preparing a folder holds an exclusive lock on ``<root>/.preparing.lock`` (``preparing``): two
+runs that prepare the same folder at once take turns, and the second finds it prepared.
+
 Every file appears under its final name only once complete (written to ``<name>.<pid>.tmp``,
 then renamed), so an interrupted preparation never leaves a truncated file that looks finished,
 and two processes preparing the same folder at once never write into the same file.
 """
 
 import csv
+import fcntl
 import json
 import os
 import posixpath
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,6 +38,7 @@ from dml_bench.runtime.errors import UserError
 HEADER = ("path", "label")
 SPLITS_DIR = "splits"
 MARKER = ".prepared"
+PREPARING_LOCK = ".preparing.lock"
 
 
 class Row(NamedTuple):
@@ -144,6 +150,18 @@ def read_marker(root: str | Path) -> Marker | None:
         except ValueError:
             settings = None
     return Marker(lines[0].strip(), settings)
+
+
+@contextmanager
+def preparing(root: str | Path):
+    """Hold ``root``'s preparation lock for the block, waiting for another process that holds it."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(Path(root) / PREPARING_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def write_text(path: str | Path, text: str, encoding: str | None = None) -> None:
