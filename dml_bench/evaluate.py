@@ -3,7 +3,8 @@
 
 The run's saved config decides the data, model and metrics; what the user types on the command
 line replaces the matching parts. Embeds the test split(s) with the same builders and code the
-trainer uses, prints the metrics table and writes ``<checkpoint name>_eval_metrics.json`` (and,
+trainer uses, prints the metrics table and writes ``<checkpoint name>_eval_metrics.json`` (with the
+command's overrides and the whole config that produced the metrics; and,
 with ``save_embeddings=true``, ``embeddings/<checkpoint name>_*.npy``; with ``visualize=true``,
 the retrieval grids ``retrievals/<checkpoint name>_{sample,worst}.png``) next to the checkpoint,
 each file atomically: a run still training there, or another evaluation of the same checkpoint,
@@ -16,6 +17,7 @@ import logging
 
 import hydra
 import numpy as np
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,6 +28,7 @@ from dml_bench.evaluation.metric_names import NUM_QUERIES
 from dml_bench.runtime import run_folder
 from dml_bench.runtime.device import resolve_amp, resolve_device, set_tf32
 from dml_bench.runtime.entry import report_user_errors, seed_everything
+from dml_bench.runtime.errors import UserError
 from dml_bench.runtime.evaluated_files import checkpoint_file, output_name
 from dml_bench.runtime.files import atomic_write_bytes, write_json
 from dml_bench.runtime.tables import markdown_table
@@ -53,6 +56,18 @@ def run_config(saved: dict, composed: DictConfig, typed_overrides: list[str]) ->
     return cfg
 
 
+def check_finite(weights: dict, checkpoint) -> None:
+    """Refuse weights with NaN or Inf (a checkpoint that dml_bench did not write: its trainer never
+    saves them), naming the checkpoint, rather than fail inside the metrics."""
+    bad = [name for name, tensor in weights.items()
+           if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise UserError(f"The checkpoint {checkpoint} holds non-finite weights (NaN or Inf) in {len(bad)} of its "
+                        f"tensors, e.g. {bad[0]}, so its embeddings and metrics would be meaningless. dml_bench's "
+                        "trainer never writes such a checkpoint: evaluate another checkpoint of the run (its "
+                        "best.pt), or copy this one again if it was copied.")
+
+
 def evaluate(cfg: DictConfig) -> dict:
     check_config(cfg)  # what the user typed; the run's own values passed it when it trained
     warn_unused_plugins()
@@ -64,6 +79,7 @@ def evaluate(cfg: DictConfig) -> dict:
     cfg = run_config(state["config"], cfg, typed)
     check_targets(OmegaConf.to_container(cfg, resolve=False), f"the checkpoint {checkpoint}", trusted,
                   lambda names: f"add trust_targets=[{names}] to the command")
+    check_finite(state["model"], checkpoint)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.trainer.device)
     amp_dtype = resolve_amp(cfg.trainer.amp, device)
@@ -75,7 +91,8 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir = checkpoint.parent
     metrics_file = out_dir / output_name(checkpoint, "eval_metrics.json")
     write_json(metrics_file, {"checkpoint": str(checkpoint), "epoch": state["epoch"], "dataset": cfg.dataset.name,
-                              "metrics": metrics})
+                              "metrics": metrics, "overrides": list(typed),
+                              "config": OmegaConf.to_container(cfg, resolve=True)})
     if save_embeddings:
         (out_dir / "embeddings").mkdir(exist_ok=True)
         for name, values in evaluation.embeddings.items():

@@ -20,7 +20,7 @@ from torchvision import transforms as T
 from tqdm import tqdm
 
 from dml_bench.data.benchmarks import find_benchmark
-from dml_bench.data.decode import DECODE_ERRORS
+from dml_bench.data.decode import DECODE_ERRORS, to_rgb
 from dml_bench.data.loaders import available_cpus
 from dml_bench.data.split_files import inside_root, listed_images
 from dml_bench.runtime.errors import UserError
@@ -94,7 +94,7 @@ def _resize_one(task) -> str | None:
     source, target, resize = task
     try:
         with Image.open(source) as image:
-            resized = T.Resize(resize)(image.convert("RGB"))
+            resized = T.Resize(resize)(to_rgb(image))
     except DECODE_ERRORS as error:
         return f"{source}: {error}"
     target.parent.mkdir(parents=True, exist_ok=True)

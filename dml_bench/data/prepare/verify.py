@@ -15,6 +15,7 @@ from typing import NamedTuple
 from PIL import Image
 from tqdm import tqdm
 
+from dml_bench.data.decode import to_rgb
 from dml_bench.data.split_files import read_split, split_file, split_names
 from dml_bench.runtime.errors import UserError
 
@@ -58,7 +59,7 @@ def verify_images(root: str | Path, allow_outside_root: bool = False) -> Verific
     for path in tqdm(paths, desc="verifying images", unit=" images"):
         try:
             with Image.open(root / path) as image:
-                rgb = image.convert("RGB")
+                rgb = to_rgb(image)
         except Exception as err:  # any failure to decode makes the image unusable
             bad.append(BadImage(path, f"{type(err).__name__}: {err}"))
             continue
