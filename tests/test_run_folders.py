@@ -13,7 +13,7 @@ import pytest
 
 from dml_bench.runtime import run_claim
 from dml_bench.runtime.errors import UserError
-from dml_bench.runtime.files import atomic_write_text
+from dml_bench.runtime.files import atomic_write_text, temporary_name
 from tests.helpers.config import ROOT
 from tests.helpers.payloads import one_paragraph
 from tests.helpers.tiny_runs import tiny_csv
@@ -111,16 +111,17 @@ def test_the_temporaries_of_a_killed_writer_are_removed_when_the_run_starts_agai
     run = tmp_path / "run"
     finished_run(run)
     # A real writer killed midway: its temporary checkpoint stays behind, under its pid.
-    code = ("import os, signal, sys; from pathlib import Path; "
-            "Path(sys.argv[1], f'.last.pt.{os.getpid()}.1a2b3c4d.tmp').write_bytes(b'half'); "
-            "os.kill(os.getpid(), signal.SIGKILL)")
+    code = ("import os, signal, sys; from pathlib import Path; from dml_bench.runtime.files import temporary_name; "
+            "temporary_name(Path(sys.argv[1], 'last.pt')).write_bytes(b'half'); os.kill(os.getpid(), signal.SIGKILL)")
     subprocess.run([sys.executable, "-c", code, str(run / "checkpoints")], env=ENV)
     (left,) = (run / "checkpoints").glob(".last.pt.*.tmp")
-    alive = run / f".metrics.json.{os.getpid()}.5e6f7a8b.tmp"  # a writer that is still running: kept
+    alive = temporary_name(run / "metrics.json")  # of a writer that is still running (this one): kept
     alive.write_text("{")
+    other_host = run / ".metrics.json.elsewhere_1.0a0b0c0d.tmp"  # of another machine, written just now: kept
+    other_host.write_text("{")
     run_claim.start_in(run, resume=True)
     run_claim.release(run)
-    assert not left.exists() and alive.exists()
+    assert not left.exists() and alive.exists() and other_host.exists()
 
 
 def test_two_processes_writing_one_file_never_leave_half_of_it(tmp_path):
