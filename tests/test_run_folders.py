@@ -4,6 +4,7 @@ two processes at once are whole. Each test uses real second processes."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,3 +139,19 @@ def test_two_processes_writing_one_file_never_leave_half_of_it(tmp_path):
     assert [writer.returncode for writer in writers] == [0, 0]
     assert json.loads(target.read_text())["writer"] in ("a", "b") and reads > 0
     assert sorted(path.name for path in tmp_path.iterdir()) == ["best_eval_metrics.json"]  # no temporary left
+
+
+@pytest.mark.slow  # a whole evaluation in a process of its own: 15 to 40 s
+def test_evaluating_a_checkpoint_of_a_run_in_training_is_allowed(quickstart_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(quickstart_run, run)
+    holder = hold_in_another_process(run)  # as the trainer of a run in progress does
+    try:
+        result = subprocess.run([sys.executable, "-m", "dml_bench.evaluate", f"checkpoint={run}",
+                                 "trainer.progress=false"], cwd=tmp_path, capture_output=True, text=True, env=ENV,
+                                timeout=300)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "checkpoints" / "best_eval_metrics.json").read_text())["metrics"]
