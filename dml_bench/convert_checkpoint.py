@@ -6,7 +6,7 @@ Earlier checkpoints stored the random generators' states as Python and numpy obj
 unpickling reads, and unpickling runs whatever code a file carries. dml_bench now loads
 checkpoints with ``torch.load(weights_only=True)`` alone and refuses those files; this command
 unpickles each one (so only run it on files you trust), turns every value into a tensor or plain
-data (numpy arrays and tuples into lists, numpy scalars into numbers) and writes it back in place,
+data (numpy arrays into lists, numpy scalars into numbers) and writes it back in place,
 then checks that the safe loader reads it.
 """
 
@@ -14,29 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from dml_bench.engine.checkpoint import load_checkpoint, save_checkpoint
+from dml_bench.engine.checkpoint import load_checkpoint, plain_data, save_checkpoint
 from dml_bench.runtime.errors import UserError
-
-PLAIN = (str, int, float, bool, type(None), torch.Tensor)
-
-
-def plain(value, where: str = "checkpoint"):
-    """``value`` as tensors and plain data only; anything else is a UserError naming ``where``."""
-    if isinstance(value, dict):
-        return {key: plain(item, f"{where}[{key!r}]") for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(item, f"{where}[{index}]") for index, item in enumerate(value)]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, PLAIN):
-        return value
-    raise UserError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which no dml_bench "
-                    "checkpoint holds: this file was not written by dml_bench, and is not converted.")
 
 
 def convert(path: Path) -> None:
@@ -44,7 +25,7 @@ def convert(path: Path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=False)  # the user trusts this file
     if not isinstance(state, dict):
         raise UserError(f"{path} holds a {type(state).__name__}, not a dml_bench checkpoint: not converted.")
-    save_checkpoint(path, plain(state))
+    save_checkpoint(path, plain_data(state, strict=True))
     load_checkpoint(path)  # the safe loader reads it now
 
 

@@ -173,3 +173,13 @@ def test_retrain_best_refuses_a_target_that_the_sweep_folder_brings(tmp_path):
     assert message.endswith("accept it explicitly: add --trust-target torch.load.")
     command, _ = retrain_command(sweep, 1, tmp_path / "out", trusted=["torch.load"])  # accepted explicitly
     assert any("_target_:torch.load" in override for override in command)
+
+
+def test_numpy_values_in_a_state_are_saved_as_plain_data(tmp_path):
+    """A metric that arrives as a numpy scalar (or an array) is saved as a number (a list), so the
+    checkpoint still loads with weights_only=True."""
+    save_checkpoint(tmp_path / "best.pt", {"best": {"metrics": {"recall@1": np.float64(0.25)}},
+                                           "keys": np.arange(3, dtype=np.uint32)})
+    loaded = load_checkpoint(tmp_path / "best.pt")
+    assert loaded["best"]["metrics"]["recall@1"] == 0.25 and type(loaded["best"]["metrics"]["recall@1"]) is float
+    assert loaded["keys"] == [0, 1, 2]

@@ -46,13 +46,36 @@ def restore_rng_states(states: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
+# What a checkpoint may hold besides containers, tensors and numpy values (converted).
+PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.Size, torch.device)
+
+
+def plain_data(value, where: str = "checkpoint", strict: bool = False):
+    """``value`` with numpy arrays as lists and numpy scalars as numbers, so that
+    ``torch.load(weights_only=True)`` reads it. Other objects are kept, or with ``strict`` a
+    UserError naming ``where`` (they would need unpickling)."""
+    if isinstance(value, dict):
+        return {key: plain_data(item, f"{where}[{key!r}]", strict) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        items = [plain_data(item, f"{where}[{index}]", strict) for index, item in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)  # a named tuple too: weights_only reads tuples
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if strict and not isinstance(value, PLAIN):
+        raise UserError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which no dml_bench "
+                        "checkpoint holds: this file was not written by dml_bench, and is not converted.")
+    return value
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` to ``path`` (a run's ``checkpoints/NAME.pt``) so that a crash or a failed write
     never leaves ``path`` half written: to a temporary file, flushed to disk, then renamed over.
     A failed write (disk full...) removes the temporary file and leaves ``path`` as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    torch.save(state, buffer)  # serialising first: what fails below is the file system alone
+    torch.save(plain_data(state), buffer)  # serialising first: what fails below is the file system alone
     try:
         atomic_write_bytes(path, buffer.getbuffer())
     except OSError as error:
