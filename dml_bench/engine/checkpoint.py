@@ -105,7 +105,9 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Unsupported global" not in str(error):  # not a file that asks to import code: damaged
+        # torch's words for a file that asks to import code; any other failure is damage. Which
+        # message is shown is all this decides: nothing is loaded either way.
+        if "Unsupported global" not in str(error):
             raise read_error(Path(path), error) from error
         raise UserError(
             f"Refusing to load the checkpoint {path}: it holds Python objects that only unpickling can read, "
