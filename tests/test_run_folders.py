@@ -63,6 +63,22 @@ def test_the_job_of_a_multirun_refuses_another_runs_folder_too(tmp_path):
     run_claim.release(run)
 
 
+def test_processes_claiming_one_folder_at_once_each_get_their_own(tmp_path):
+    """Four real processes released together claim the same timestamped name: mkdir lets one have
+    it, the others take the next free names."""
+    base, go = tmp_path / "outputs" / "2026-12-06" / "10-00-00", tmp_path / "go"
+    code = ("import sys, time; from pathlib import Path; from dml_bench.runtime.run_claim import claim_new_folder\n"
+            "while not Path(sys.argv[2]).exists(): time.sleep(0.001)\n"
+            "print(claim_new_folder(Path(sys.argv[1])).name)")
+    claimants = [subprocess.Popen([sys.executable, "-c", code, str(base), str(go)], env=ENV, stdout=subprocess.PIPE,
+                                  text=True) for _ in range(4)]
+    time.sleep(0.5)  # all four waiting at the line
+    go.touch()
+    names = sorted(claimant.communicate(timeout=60)[0].strip() for claimant in claimants)
+    assert names == ["10-00-00", "10-00-00-1", "10-00-00-2", "10-00-00-3"]
+
+
+@pytest.mark.slow  # two whole train commands at once: 15 to 35 s
 def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):
     # The same start time for both (the resolver's, as torchrun shares it): the same default name.
     env = {"DML_BENCH_START_TIME": "2026-12-06T10:00:00"}

@@ -6,8 +6,6 @@ A control shows each payload does run when the file is used unsafely; the tests 
 dml_bench refuses it in one paragraph and leaves the marker empty."""
 
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,11 +16,13 @@ from omegaconf import OmegaConf
 
 from dml_bench.comparison.concatenated import evaluate_concatenated
 from dml_bench.comparison.search import retrain_command
+from dml_bench.convert_checkpoint import main as convert_main
 from dml_bench.engine.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from dml_bench.evaluate import evaluate
 from dml_bench.runtime.errors import UserError
 from dml_bench.runtime.trusted_targets import check_targets, project_targets
-from tests.helpers.config import ROOT, compose_config
+from scripts.retrain_best import main as retrain_main
+from tests.helpers.config import compose_config
 from tests.helpers.payloads import one_paragraph, pickled_payload, ran
 from tests.helpers.runs import exit_code, hydra_job
 from tests.test_search import constructed_sweep
@@ -50,7 +50,7 @@ def test_a_checkpoint_carrying_a_pickled_object_is_refused_without_running_it(tm
     assert ran(marker)
 
 
-def test_an_old_format_checkpoint_is_refused_and_converts_with_the_command_it_names(tmp_path):
+def test_an_old_format_checkpoint_is_refused_and_converts_with_the_command_it_names(tmp_path, capsys):
     random.seed(7)
     np.random.seed(7)
     state = old_format_state()
@@ -59,11 +59,10 @@ def test_an_old_format_checkpoint_is_refused_and_converts_with_the_command_it_na
     torch.save(state, checkpoint)
     with pytest.raises(UserError, match="convert it once to the safe format"):
         load_checkpoint(checkpoint)
-    command = [sys.executable, "-m", "dml_bench.convert_checkpoint", str(checkpoint)]
-    refused = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    assert refused.returncode == 2 and "add --i-trust-this-file" in refused.stderr
-    converted = subprocess.run([*command, "--i-trust-this-file"], capture_output=True, text=True, cwd=ROOT)
-    assert converted.returncode == 0, converted.stderr
+    with pytest.raises(SystemExit) as refused:  # the command, without the user's word
+        convert_main([str(checkpoint)])
+    assert refused.value.code == 2 and "add --i-trust-this-file" in capsys.readouterr().err
+    assert convert_main([str(checkpoint), "--i-trust-this-file"]) == 0
     loaded = load_checkpoint(checkpoint)  # the safe loader alone
     assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["weight"], torch.arange(6.0))
     random.seed(0)
@@ -72,14 +71,12 @@ def test_an_old_format_checkpoint_is_refused_and_converts_with_the_command_it_na
     assert (random.random(), np.random.rand()) == expected  # the generators continue where they were
 
 
-def test_the_converter_refuses_a_file_that_holds_no_checkpoint_data(tmp_path):
+def test_the_converter_refuses_a_file_that_holds_no_checkpoint_data(tmp_path, capsys):
     checkpoint = tmp_path / "odd.pt"
     torch.save({"model": {}, "extra": complex(1, 2)}, checkpoint)
-    result = subprocess.run([sys.executable, "-m", "dml_bench.convert_checkpoint", str(checkpoint),
-                             "--i-trust-this-file"], capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 1
+    assert convert_main([str(checkpoint), "--i-trust-this-file"]) == 1
     assert "checkpoint['extra'] is a builtins.complex, which no dml_bench checkpoint holds" in \
-        one_paragraph(result.stderr)
+        one_paragraph(capsys.readouterr().err)
 
 
 def test_rng_states_round_trip_through_a_safe_checkpoint(tmp_path):
@@ -160,13 +157,11 @@ def malicious_sweep(tmp_path):
     return sweep, marker
 
 
-def test_retrain_best_refuses_a_target_that_the_sweep_folder_brings(tmp_path):
+def test_retrain_best_refuses_a_target_that_the_sweep_folder_brings(tmp_path, capsys):
     sweep, marker = malicious_sweep(tmp_path)
-    script = [sys.executable, str(ROOT / "scripts" / "retrain_best.py"), str(sweep), "--seeds", "1"]
-    result = subprocess.run(script, capture_output=True, text=True, cwd=tmp_path)  # not a dry run
-    assert result.returncode == 1
+    assert retrain_main([str(sweep), "--seeds", "1"]) == 1  # not a dry run
     assert not ran(marker) and not (sweep / "retrain").exists()
-    message = one_paragraph(result.stderr)
+    message = one_paragraph(capsys.readouterr().err)
     assert message.startswith(f"Refusing to use the config from {sweep / '1' / '.hydra' / 'hydra.yaml'}: it names "
                               "a _target_ that neither dml_bench's configs nor this command name: torch.load (at "
                               "dataset.test_transform._target_).")
