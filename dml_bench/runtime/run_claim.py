@@ -142,5 +142,6 @@ class RunFolderGuard(Callback):
             sys.exit(1)
         if default and not resume:
             claimed = _share(str(claimed) if claimed else None)
-            with read_write(config.hydra), open_dict(config.hydra):
-                config.hydra.run.dir = str(claimed)
+            if claimed is not None:  # None: a rank > 0 without a process group keeps the resolved name
+                with read_write(config.hydra), open_dict(config.hydra):
+                    config.hydra.run.dir = claimed
