@@ -12,7 +12,7 @@ that every Python refuses the same archives.
 Decompression bombs: the members' sizes (tar headers, the zip directory; tarfile and zipfile write
 no more than they declare) are added up before each is written, and an archive whose content
 would exceed ``MAX_TOTAL_BYTES``, or ``MAX_RATIO`` times its own size beyond ``RATIO_FLOOR_BYTES``,
-is refused: the benchmarks' archives hold JPEGs, which compress by less than 2 to 1.
+is refused: the benchmarks' archives hold JPEGs, which barely compress further.
 """
 
 import posixpath
