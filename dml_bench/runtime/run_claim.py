@@ -11,8 +11,10 @@
   gets an error naming the holder. Evaluating a checkpoint takes no lock: it writes only its
   own files, each atomically (``dml_bench.runtime.files``).
 
-``fcntl.flock`` rather than the ``filelock`` package: its lock file is truncated by every
-attempt, so the holder could not write its pid there for the error to name.
+``fcntl.flock`` directly rather than the ``filelock`` package: the holder writes its pid into the
+lock file for the error to name, and what a lock file of ``filelock`` holds is that package's own
+business (it differs between its releases). ``flock`` locks are advisory and local to a machine's
+kernel, or as reliable as the network file system's locking where run folders are shared.
 """
 
 import fcntl
