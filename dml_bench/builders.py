@@ -8,9 +8,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dml_bench.data.embedded import prepare_embedded
 from dml_bench.data.loaders import SeededSamples, make_loader
 from dml_bench.data.samplers import TooFewSamples
-from dml_bench.data.split_files import needs_preparing, split_file
+from dml_bench.data.split_files import split_file
 from dml_bench.data.splits import open_split
 from dml_bench.data.validation import class_disjoint_split, fold_split
 from dml_bench.engine.optim import param_groups
@@ -49,8 +50,7 @@ def build_datasets(cfg: DictConfig, *, with_train: bool = True) -> dict:
     validation split carved out of it) and the test split(s): ``query`` and, for In-Shop,
     ``gallery``. Prepares the embedded data on first use, and again when its version or settings change."""
     data = cfg.dataset
-    if data.get("prepare") and needs_preparing(data.root, data.train_split):
-        instantiate(data.prepare, root=data.root)  # a no-op when the folder is current
+    prepare_embedded(data)
     splits = {"train": (data.train_split, data.train_transform)} if with_train else {}
     splits["query"] = (data.query_split, data.test_transform)
     if data.gallery_split:
@@ -59,7 +59,8 @@ def build_datasets(cfg: DictConfig, *, with_train: bool = True) -> dict:
         raise UserError("dataset.cache=true needs a resize in dataset.train_transform and dataset.test_transform "
                         "(the cache stores images as that Resize makes them); set dataset.cache=false.")
     datasets = {role: open_split(data.name, data.root, split, instantiate(transform),
-                                 transform.resize if data.get("cache") else None)
+                                 transform.resize if data.get("cache") else None,
+                                 allow_outside_root=bool(data.get("allow_outside_root")))
                 for role, (split, transform) in splits.items()}
     if with_train and selection_split(cfg) == "validation":  # select on held-out training classes
         protocol, transform = cfg.protocol, instantiate(data.test_transform)

@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         "SIZE: 256 for the shorter side, 256x256 for height x width) in DIR/cache/, for training "
         "with dataset.cache=true; uncompressed, about 200 KB per image",
     )
+    parser.add_argument(
+        "--allow-outside-root", action="store_true",
+        help="let --verify and --cache read images the split files list outside DIR (absolute paths, "
+        "'..'), as dataset.allow_outside_root=true lets training read them",
+    )
     return parser
 
 
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verify:
             if not 0 <= args.near_threshold < 64:
                 raise UserError(f"--near-threshold {args.near_threshold}: choose a number of bits from 0 to 63.")
-            checked, bad, duplicates, near = verify_images(args.root, args.near_threshold)
+            checked, bad, duplicates, near = verify_images(args.root, args.near_threshold, args.allow_outside_root)
             print("\n".join(describe_duplicates(duplicates) + describe_near_duplicates(near, args.near_threshold)))
             if bad:
                 print(f"{len(bad)} of {checked} images could not be decoded:", file=sys.stderr)
@@ -118,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"All {checked} images decode.")
         if args.cache:
-            print(f"Cache ready: {build_cache(args.root, cache_resize(name, args.cache))}")
+            folder = build_cache(args.root, cache_resize(name, args.cache), allow_outside_root=args.allow_outside_root)
+            print(f"Cache ready: {folder}")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

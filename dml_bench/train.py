@@ -20,7 +20,7 @@ from dml_bench.engine.resume import resume_checkpoint
 from dml_bench.engine.run_info import run_info
 from dml_bench.engine.trainer import Trainer
 from dml_bench.evaluation.mi_terms import mi_probe
-from dml_bench.runtime import distributed, interruption, run_folder
+from dml_bench.runtime import distributed, interruption, run_claim, run_folder
 from dml_bench.runtime.device import resolve_amp, resolve_device, set_deterministic, set_tf32
 from dml_bench.runtime.entry import report_user_errors, seed_everything
 from dml_bench.runtime.files import write_json
@@ -30,10 +30,21 @@ log = logging.getLogger("dml_bench.train")
 
 def train(cfg: DictConfig) -> float | None:
     """Returns the validation value of ``trainer.monitor`` at the selected epoch (a search's
-    objective, configs/search/), never a test metric: None under protocol=paper."""
+    objective, configs/search/), never a test metric: None under protocol=paper. Rank 0 holds
+    the run folder's lock meanwhile (``dml_bench.runtime.run_claim``)."""
     check_config(cfg)
     warn_unused_plugins()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if run_folder.launcher_rank() != 0:
+        return _train(cfg, run_dir)
+    run_claim.start_in(run_dir, resume=bool(cfg.resume))
+    try:
+        return _train(cfg, run_dir)
+    finally:
+        run_claim.release(run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> float | None:
     checkpoint = None
     if cfg.resume:
         checkpoint = resume_checkpoint(cfg.resume, run_dir, OmegaConf.to_container(cfg, resolve=False),

@@ -6,7 +6,8 @@ as a LaTeX table for a paper.
         [--latex FILE] [--by KEY[,KEY...]]
         [--compare KEY=VALUE [--comparison-csv FILE] [--bootstrap-samples N] [--bootstrap-seed S]] [--concatenated]
 
-The LaTeX table (results.tex beside the CSV, or --latex FILE) has one row per configuration, values
+The LaTeX table (results.tex beside the CSV, or --latex FILE; a results.tex that the script did not
+write, such as a hand-edited table, is never replaced unless --latex names it) has one row per configuration, values
 in %, the best of each column in bold and, with --compare, a dagger where Holm-corrected p < 0.05.
 
 Runs of experiment=paper_* are also compared with the paper's Recall@K. With --compare (e.g.
@@ -28,7 +29,7 @@ from pathlib import Path
 from dml_bench.comparison.aggregate import collect, write_csv
 from dml_bench.comparison.compare import compare, comparison_table
 from dml_bench.comparison.concatenated import concatenated_table
-from dml_bench.comparison.latex import latex_table
+from dml_bench.comparison.latex import FIRST_LINE, latex_table, written_here
 from dml_bench.comparison.runs import read_runs
 from dml_bench.runtime.errors import UserError
 
@@ -52,6 +53,9 @@ def main(argv=None) -> int:
     parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of those resamples (default 0)")
     parser.add_argument("--concatenated", action="store_true",
                         help="also evaluate the concatenated fold models of each cross-validated configuration")
+    parser.add_argument("--trust-target", action="append", default=[], metavar="NAME[,NAME...]",
+                        help="with --concatenated: a _target_ of the checkpoints' configs to accept although "
+                             "configs/ does not name it")
     args = parser.parse_args(argv)
     if args.bootstrap_samples < 1:
         parser.error("--bootstrap-samples must be positive")
@@ -62,13 +66,19 @@ def main(argv=None) -> int:
                              bootstrap_seed=args.bootstrap_seed) if args.compare else None
         latex = latex_table(records, comparison)
         if args.concatenated:
-            concatenated, concatenated_headers, concatenated_rows = concatenated_table(args.paths)
+            concatenated, concatenated_headers, concatenated_rows = concatenated_table(
+                args.paths, [name for names in args.trust_target for name in names.split(",")])
     except (FileNotFoundError, UserError) as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
     csv_path = args.csv or Path(args.paths[0]) / "results.csv"
-    write_csv(csv_path, headers, rows)
     latex_path = args.latex or csv_path.with_name("results.tex")
+    if args.latex is None and not written_here(latex_path):
+        print(f"Error: {latex_path} exists and was not written by collect_results.py (its first line is not "
+              f"'{FIRST_LINE}'), so it is left as it is and nothing was written. Give --latex FILE to write the "
+              "LaTeX table elsewhere, or --latex with that file's name to replace it.", file=sys.stderr)
+        return 1
+    write_csv(csv_path, headers, rows)
     latex_path.write_text(latex)
     print(table)
     print(f"\nCSV: {csv_path}\nLaTeX: {latex_path}")

@@ -122,6 +122,7 @@ def test_an_interrupted_run_says_where_it_stopped_and_its_command_continues_it(d
     while not (run_dir / "checkpoints" / "last.pt").exists():  # epoch 1 is done: epoch 2 (10 steps) begins
         assert run.poll() is None, run.stderr.read()[-3000:]
         time.sleep(0.01)
+    time.sleep(0.2)  # past the fsync of the checkpoints folder that follows the rename of last.pt
     os.killpg(run.pid, sent)  # as Ctrl-C or a scheduler sends it: to the DataLoader workers too
     stdout, stderr = run.communicate(timeout=300)
     assert run.returncode == -sent, stderr[-3000:]  # ended by the signal: a shell's $? is 130 or 143

@@ -20,6 +20,7 @@ from dml_bench.evaluation.evaluator import Evaluation
 from dml_bench.runtime.device import resolve_amp, resolve_device
 from dml_bench.runtime.errors import UserError
 from dml_bench.runtime.tables import markdown_table
+from dml_bench.runtime.trusted_targets import check_targets
 
 CAPTION = ("Concatenated: per configuration and seed, the test split evaluated once on the K fold models' "
            "embeddings of each image, each L2-normalised, concatenated (K x d); the mean over the folds is above")
@@ -38,10 +39,13 @@ class Concatenation(nn.Module):
         return torch.cat([F.normalize(model(images).float(), dim=1) for model in self.models], dim=1)
 
 
-def evaluate_concatenated(checkpoints: list[Path]) -> Evaluation:
+def evaluate_concatenated(checkpoints: list[Path], trusted=()) -> Evaluation:
     """The test split evaluated once with the models of ``checkpoints`` concatenated. The data,
-    evaluation settings and device are the first checkpoint's config, which the others must share."""
+    evaluation settings and device are the first checkpoint's config, which the others must share;
+    a ``_target_`` in their configs must be named by configs/ or ``trusted`` (``--trust-target``)."""
     states = [load_checkpoint(path) for path in checkpoints]
+    for path, state in zip(checkpoints, states):
+        check_targets(state["config"], f"the checkpoint {path}", trusted, lambda names: f"add --trust-target {names}")
     configs = [OmegaConf.create(state["config"]) for state in states]
     cfg = configs[0]
     for path, other in zip(checkpoints[1:], configs[1:]):
@@ -85,9 +89,10 @@ def missing_folds(by_fold: dict[int, list[dict]], folds: int) -> str | None:
     return None
 
 
-def concatenated_table(paths: list[str | Path]) -> tuple[str, list[str], list[list]]:
+def concatenated_table(paths: list[str | Path], trusted=()) -> tuple[str, list[str], list[list]]:
     """Markdown (caption and table) and CSV headers and rows: one row per configuration and seed
-    of fold runs, with its concatenated test metrics (or why there are none)."""
+    of fold runs, with its concatenated test metrics (or why there are none); ``trusted``: the
+    targets accepted in the checkpoints' configs besides those of configs/."""
     records = read_runs(paths)
     keys, sets = fold_sets(records)
     if not sets:
@@ -101,7 +106,7 @@ def concatenated_table(paths: list[str | Path]) -> tuple[str, list[str], list[li
         metrics = {}
         if problem is None:
             checkpoints = [Path(by_fold[f][0]["run"]) / "checkpoints" / "best.pt" for f in range(folds)]
-            metrics = evaluate_concatenated(checkpoints).metrics
+            metrics = evaluate_concatenated(checkpoints, trusted).metrics
         rows.append([*(config[k] for k in keys), *([seed or ""] if show_seed else []), folds,
                      *(metrics.get(m) for m in names), problem or "completed"])
     headers = [*keys, *(["seed"] if show_seed else []), "folds", *names, "status"]

@@ -3,15 +3,27 @@
 half-width, the best mean of each column in bold and, given a ``compare.compare`` result, a
 dagger on each value that differs from the baseline at Holm-corrected p < 0.05."""
 
+from pathlib import Path
+
 from dml_bench.comparison.aggregate import CI_CAPTION, aggregate
 from dml_bench.comparison.compare import format_p
 from dml_bench.evaluation.metric_names import short_name
 
+FIRST_LINE = "% dml_bench results (scripts/collect_results.py)"  # how a table it wrote is recognised
 SIGNIFICANCE = 0.05  # Holm-corrected p below this earns a dagger
 DIGITS = 1  # decimals of a value in %, as DML papers print Recall@K
 
 _SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def written_here(path: Path) -> bool:
+    """Whether ``path`` is missing or a table ``latex_table`` wrote (its first line), which may be
+    replaced; a file of other content (a hand-edited table) may not, unless named explicitly."""
+    if not path.exists():
+        return True
+    with open(path, errors="replace") as f:
+        return f.readline().startswith(FIRST_LINE)
 
 
 def escape(text) -> str:
@@ -43,10 +55,10 @@ def latex_table(records: list[dict], comparison: dict | None = None) -> str:
              for m in names}
     best = {m: max((float(v) for v in values if v is not None), default=None) for m, values in shown.items()}
     if not groups:
-        return "% dml_bench results (scripts/collect_results.py): no configuration has a completed run.\n"
+        return f"{FIRST_LINE}: no configuration has a completed run.\n"
     splits = sorted({g["selected_on"] for g in groups})
     by_split = len(splits) > 1  # a column only when the groups differ in it
-    lines = [f"% dml_bench results (scripts/collect_results.py), values in %: {CI_CAPTION}.",
+    lines = [f"{FIRST_LINE}, values in %: {CI_CAPTION}.",
              "% Bold: the best mean of each column."]
     if comparison is not None:
         methods = " or ".join(sorted({row["method"] for row in comparison["rows"] if row["p_holm"] is not None}))

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dml_bench.builders import selection_split
 from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.trusted_targets import override_targets, refuse_untrusted
 
 SEARCH_GROUPS = ("loss", "miner", "sampler", "protocol")
 RESULTS_FILE = "optimization_results.yaml"  # hydra-optuna-sweeper's, in the sweep folder
@@ -78,11 +79,15 @@ def best_trial(sweep_dir: Path, best: dict) -> Path:
                     f"({', '.join(sorted(wanted))}): is {sweep_dir} the hydra.sweep.dir of that search?")
 
 
-def retrain_overrides(trial_dir: Path, best: dict, seeds: int, out: Path) -> list[str]:
+def retrain_overrides(trial_dir: Path, best: dict, seeds: int, out: Path, trusted=()) -> list[str]:
     """The overrides of the multirun that retrains the best trial (``trial_dir``) with ``seeds``
     seeds, in ``out``: the seeds are the first non-negative integers other than the search's own
-    seed, with which that trial was chosen for its validation score."""
+    seed, with which that trial was chosen for its validation score. A ``_target_`` in the trial's
+    overrides must be one that configs/ or ``trusted`` (``--trust-target``) names: the folder may
+    come from anyone (dml_bench.runtime.trusted_targets)."""
     hydra = OmegaConf.load(trial_dir / HYDRA_FILE).hydra
+    refuse_untrusted(override_targets([*hydra.overrides.task, *hydra.overrides.hydra]),
+                     trial_dir / HYDRA_FILE, trusted, lambda names: f"add --trust-target {names}")
     choices = hydra.runtime.choices
     if not choices.get("search"):
         raise UserError(f"{trial_dir} is not a trial of a search= sweep (it selects no search); retraining "
@@ -99,13 +104,15 @@ def retrain_overrides(trial_dir: Path, best: dict, seeds: int, out: Path) -> lis
             f"seed={','.join(map(str, seed_list))}", *hydra_overrides, f"hydra.sweep.dir={out}"]
 
 
-def retrain_command(sweep_dir: Path, seeds: int, out: Path, extra: list[str] = ()) -> tuple[list[str], Path]:
+def retrain_command(sweep_dir: Path, seeds: int, out: Path, extra: list[str] = (),
+                    trusted=()) -> tuple[list[str], Path]:
     """``python -m dml_bench.train -m OVERRIDES...``, the retraining of the sweep's winner (``extra``
-    overrides added or in place of the same key's), and the winner's trial folder."""
+    overrides added or in place of the same key's), and the winner's trial folder; ``trusted``:
+    the targets the user accepts in the trial's overrides besides those of configs/."""
     best = best_parameters(sweep_dir)
     trial = best_trial(sweep_dir, best)
     parser = OverridesParser.create()
     replaced = {o.key_or_group for o in parser.parse_overrides(list(extra))}
-    overrides = [o.input_line for o in parser.parse_overrides(retrain_overrides(trial, best, seeds, out))
+    overrides = [o.input_line for o in parser.parse_overrides(retrain_overrides(trial, best, seeds, out, trusted))
                  if o.key_or_group not in replaced]
     return [sys.executable, "-m", "dml_bench.train", "-m", *overrides, *extra], trial

@@ -8,8 +8,10 @@ transform's Resize then leaves the cached image as it is, so training sees the s
 It costs disk: about 200 KB per image at 256 x 256 (SOP: 24 GB).
 """
 
+import hashlib
 import logging
 import os
+import posixpath
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -17,9 +19,9 @@ from PIL import Image
 from torchvision import transforms as T
 
 from dml_bench.data.benchmarks import find_benchmark
-from dml_bench.data.decode import DECODE_ERRORS
+from dml_bench.data.decode import DECODE_ERRORS, to_rgb
 from dml_bench.data.loaders import available_cpus
-from dml_bench.data.split_files import listed_images
+from dml_bench.data.split_files import inside_root, listed_images
 from dml_bench.runtime.errors import UserError
 from dml_bench.runtime.progress import progress_bar
 
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
 COMPLETE = ".complete"
+OUTSIDE = "_outside"  # the cached images of paths outside the dataset folder
 
 
 def size_name(resize) -> str:
@@ -67,8 +70,12 @@ def cache_dir(root: str | Path, resize) -> Path:
 
 
 def cached_file(folder: Path, path: str) -> Path:
-    """Where the cache in ``folder`` keeps the image listed as ``path``."""
-    return folder / f"{path}.ppm"
+    """Where the cache in ``folder`` keeps the image listed as ``path``: always inside ``folder``,
+    an image listed outside the dataset folder (``dataset.allow_outside_root``) under a name
+    derived from its path."""
+    if inside_root(path):
+        return folder / f"{posixpath.normpath(path)}.ppm"
+    return folder / OUTSIDE / f"{hashlib.sha256(path.encode()).hexdigest()[:32]}-{posixpath.basename(path)}.ppm"
 
 
 def open_cache(name: str, root: str | Path, resize) -> Path:
@@ -87,7 +94,7 @@ def _resize_one(task) -> str | None:
     source, target, resize = task
     try:
         with Image.open(source) as image:
-            resized = T.Resize(resize)(image.convert("RGB"))
+            resized = T.Resize(resize)(to_rgb(image))
     except DECODE_ERRORS as error:
         return f"{source}: {error}"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -97,11 +104,11 @@ def _resize_one(task) -> str | None:
     return None
 
 
-def build_cache(root: str | Path, resize, workers: int | None = None) -> Path:
+def build_cache(root: str | Path, resize, workers: int | None = None, allow_outside_root: bool = False) -> Path:
     """Write the cache of ``resize`` for every image of ``root``'s splits; resumes if interrupted."""
     root = Path(root)
     folder = cache_dir(root, resize)
-    paths = listed_images(root)
+    paths = listed_images(root, allow_outside_root)
     todo = [(root / p, cached_file(folder, p), resize) for p in paths if not cached_file(folder, p).is_file()]
     log.info("Caching %d of %d images resized to %s in %s", len(todo), len(paths), size_name(resize), folder)
     with ProcessPoolExecutor(workers or available_cpus()) as pool:

@@ -22,18 +22,19 @@ class RetrievalDataset(Dataset):
     validation part carved out of train).
     ``transform`` may declare ``min_decode_size`` (width, height): JPEGs are then decoded at
     reduced scale down to that size. ``cache_dir`` reads the images from a pre-resized cache
-    (``dml_bench.data.cache``) instead of ``root``.
+    (``dml_bench.data.cache``) instead of ``root``. ``allow_outside_root`` accepts listed paths
+    outside ``root`` (``dataset.allow_outside_root``).
     """
 
     def __init__(self, root: str | Path, split: str, transform=None, rows: tuple[list, list] | None = None,
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, allow_outside_root: bool = False):
         self.root = Path(root)
         self.split = split
         self.transform = transform
         self.cache_dir = cache_dir
         self.min_decode_size = getattr(transform, "min_decode_size", None)
         if not rows:
-            listed = read_split(split_file(self.root, split))
+            listed = read_split(split_file(self.root, split), allow_outside_root)
             rows = ([row.path for row in listed], [row.label for row in listed])
         self.paths, self.labels = list(rows[0]), list(rows[1])
         self.classes = sorted(set(self.labels))

@@ -7,9 +7,16 @@ marker ``<root>/.prepared``:
   ``<root>`` (POSIX separators), ``label`` the dataset's own integer class id. ``read_split`` is
   the reader of every split file (the training dataset, ``--verify``, ``--cache``, the tests);
   ``write_splits`` the writer of every preparer (the benchmarks, the embedded glyphs).
+- every ``path`` stays inside ``<root>``: an absolute path, or one whose ``..`` climbs out, is
+  refused naming the file and line, unless the reader is told ``allow_outside_root`` (the
+  user's ``dataset.allow_outside_root=true``, for images that live elsewhere). The check is on
+  the text: a symbolic link inside ``<root>`` is the folder owner's choice and is followed.
 - the marker is written last, once everything else is in place: its first line is the name of
   the dataset prepared there, an optional second line the JSON of the settings it was made with
   (the embedded glyphs record theirs, so other settings make them again).
+
+Preparing a folder holds an exclusive lock on ``<root>/.preparing.lock`` (``preparing``): two
+runs that prepare the same folder at once take turns, and the second finds it prepared.
 
 Every file appears under its final name only once complete (written to ``<name>.<pid>.tmp``,
 then renamed), so an interrupted preparation never leaves a truncated file that looks finished,
@@ -17,9 +24,12 @@ and two processes preparing the same folder at once never write into the same fi
 """
 
 import csv
+import fcntl
 import json
 import os
+import posixpath
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,6 +38,7 @@ from dml_bench.runtime.errors import UserError
 HEADER = ("path", "label")
 SPLITS_DIR = "splits"
 MARKER = ".prepared"
+PREPARING_LOCK = ".preparing.lock"
 
 
 class Row(NamedTuple):
@@ -51,32 +62,48 @@ def split_names(root: str | Path) -> list[str]:
     return sorted(path.stem for path in (Path(root) / SPLITS_DIR).glob("*.csv"))
 
 
-def listed_images(root: str | Path) -> list[str]:
+def listed_images(root: str | Path, allow_outside_root: bool = False) -> list[str]:
     """Every image path the split files of ``root`` list, each once, split by split (sorted)."""
     splits = split_names(root)
     if not splits:
         raise UserError(f"{Path(root) / SPLITS_DIR} holds no split files: prepare the dataset first.")
-    return list(dict.fromkeys(row.path for split in splits for row in read_split(split_file(root, split))))
+    return list(dict.fromkeys(row.path for split in splits
+                              for row in read_split(split_file(root, split), allow_outside_root)))
 
 
-def read_split(path: str | Path) -> list[Row]:
+def inside_root(image: str) -> bool:
+    """Whether the listed ``image`` path, relative to the dataset folder, stays inside it."""
+    normal = posixpath.normpath(image.replace("\\", "/"))
+    return not (normal.startswith("/") or normal[1:2] == ":" or normal == ".." or normal.startswith("../"))
+
+
+def read_split(path: str | Path, allow_outside_root: bool = False) -> list[Row]:
     """The rows of one split file, in file order.
 
     The accepted format: a CSV file whose first line is a header naming the columns ``path`` and
     ``label`` (``path,label``; in another order, or with more columns, the others are ignored),
     then one line per image, ``path`` relative to the dataset folder and ``label`` an integer.
-    Blank lines are skipped. A file without those columns, with a label that is not an integer or
-    with no image at all is a UserError naming the file and line; a missing file is a
-    FileNotFoundError (callers that can say how to prepare the dataset check first).
+    Blank lines are skipped; UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8"). A file
+    without those columns, with a label that is not an integer, with a path outside the dataset
+    folder (``<path>/../..``; see the module's docstring) or with no image at all is a UserError
+    naming the file and line; a missing file is a FileNotFoundError (callers that can say how to
+    prepare the dataset check first).
     """
     path = Path(path)
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not set(HEADER) <= set(reader.fieldnames):
             raise UserError(f"{path} must start with the header '{','.join(HEADER)}', got {reader.fieldnames}.")
         rows = []
         for record in reader:
             image, label = record[HEADER[0]], record[HEADER[1]]
+            if not allow_outside_root and not inside_root(image or ""):
+                raise UserError(
+                    f"{path}, line {reader.line_num}: the image path {image!r} leads outside the dataset folder "
+                    f"{path.parent.parent} (an absolute path, or '..' that climbs out), so it is not read. Split "
+                    "files list images relative to their dataset folder; if your images really live elsewhere, "
+                    "allow it explicitly with dataset.allow_outside_root=true (prepare_data: --allow-outside-root)."
+                )
             try:
                 rows.append(Row(image, int(label)))
             except (TypeError, ValueError):
@@ -125,13 +152,16 @@ def read_marker(root: str | Path) -> Marker | None:
     return Marker(lines[0].strip(), settings)
 
 
-def needs_preparing(root: str | Path, train_split: str) -> bool:
-    """Whether a generated dataset's preparer (the embedded glyphs') must run on ``root``: its
-    training split is missing, or ``root`` holds a marker, which the preparer compares with its
-    own name and settings (a no-op when they match, the data made again when not, so an old
-    version is never used silently). Split files without a marker were written by hand and are
-    used as they are."""
-    return not split_file(root, train_split).exists() or (Path(root) / MARKER).is_file()
+@contextmanager
+def preparing(root: str | Path):
+    """Hold ``root``'s preparation lock for the block, waiting for another process that holds it."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(Path(root) / PREPARING_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def write_text(path: str | Path, text: str, encoding: str | None = None) -> None:

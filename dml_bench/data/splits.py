@@ -21,10 +21,12 @@ def missing_dataset_error(name: str, root: Path, split: str) -> UserError:
     return UserError(f"Dataset '{name}' is not prepared: {where}. {fix}")
 
 
-def open_split(name: str, root: str | Path, split: str, transform=None, cache_resize=None) -> RetrievalDataset:
-    """The split's dataset; with ``cache_resize`` its images come from the cache of that Resize."""
+def open_split(name: str, root: str | Path, split: str, transform=None, cache_resize=None,
+               allow_outside_root: bool = False) -> RetrievalDataset:
+    """The split's dataset; with ``cache_resize`` its images come from the cache of that Resize;
+    ``allow_outside_root``: its split file may list images outside ``root``."""
     root = Path(root)
     if not split_file(root, split).is_file():
         raise missing_dataset_error(name, root, split)
     cache = open_cache(name, root, cache_resize) if cache_resize is not None else None
-    return RetrievalDataset(root, split, transform, cache_dir=cache)
+    return RetrievalDataset(root, split, transform, cache_dir=cache, allow_outside_root=allow_outside_root)

@@ -10,7 +10,8 @@ from dml_bench.runtime.run_folder import resume_command
 # What may differ from the run's own config when resuming: these change speed, display, or where
 # the data is read from, not what the run computes.
 MAY_CHANGE = (
-    "resume", "data_dir", "logger", "dataset.root", "trainer.device", "trainer.distributed",
+    "resume", "trust_targets", "data_dir", "logger", "dataset.root", "dataset.allow_outside_root",
+    "trainer.device", "trainer.distributed",
     "trainer.num_workers", "trainer.pin_memory", "trainer.progress", "trainer.log_every_steps",
     "trainer.checkpoint_every_steps", "evaluation.batch_size", "evaluation.backend",
 )

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from PIL import Image
 
+from dml_bench.data.decode import to_rgb
 from dml_bench.data.prepare.near_duplicates import THRESHOLD, Near, near_duplicates, perceptual_hash
 from dml_bench.data.split_files import read_split, split_file, split_names
 from dml_bench.runtime.errors import UserError
@@ -45,23 +46,25 @@ class Verification(NamedTuple):
     near: dict[str, list[Near]] | None  # kind -> pairs of near-duplicate listings (None: not searched)
 
 
-def verify_images(root: str | Path, near_threshold: int | None = THRESHOLD) -> Verification:
+def verify_images(root: str | Path, near_threshold: int | None = THRESHOLD, allow_outside_root: bool = False
+                  ) -> Verification:
     """Decode (to RGB) every image listed in ``root/splits/*.csv``; report the bad ones, the
     groups of exact duplicates of each kind and, unless ``near_threshold`` is None, the pairs of
-    near-duplicates whose perceptual hashes are at most that many bits apart."""
+    near-duplicates whose perceptual hashes are at most that many bits apart. Paths outside
+    ``root`` are refused unless ``allow_outside_root``."""
     root = Path(root)
     if not split_names(root):
         where = "does not exist" if not root.exists() else "has no split files (splits/*.csv)"
         raise UserError(f"--verify: {root} {where}, so there is nothing to verify; pass the folder that holds "
                         "splits/train.csv and splits/test.csv (docs/datasets.md).")
     listed = [Listed(split, row.path, row.label) for split in split_names(root)
-              for row in read_split(split_file(root, split))]
+              for row in read_split(split_file(root, split), allow_outside_root)]
     paths = list(dict.fromkeys(entry.path for entry in listed))
     bad, content, hashes = [], {}, {}
     for path in progress_bar(paths, desc="verifying images", unit=" images"):
         try:
             with Image.open(root / path) as image:
-                rgb = image.convert("RGB")
+                rgb = to_rgb(image)
         except Exception as err:  # any failure to decode makes the image unusable
             bad.append(BadImage(path, f"{type(err).__name__}: {err}"))
             continue
