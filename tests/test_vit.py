@@ -14,6 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from dml_bench.engine.optim import param_groups
+from dml_bench.evaluate import evaluate
 from dml_bench.models import Embedder, VitSmall
 from dml_bench.models.pixel_normalize import IMAGENET_MEAN, IMAGENET_STD
 from dml_bench.models.timm_backbones import VIT_SMALL_WEIGHTS
@@ -162,13 +163,41 @@ def test_unknown_weight_set_and_head_init_list_the_choices():
         vit_model("model.pretrained=false", "model.linear_init=xavier")
 
 
-def test_quickstart_trains_a_randomly_initialised_vit_on_the_glyphs(tmp_path):
-    """experiment=quickstart model=vit_small model.pretrained=false: the 32 px glyphs in 2 x 2
-    patches, one epoch, then the evaluation."""
-    overrides = ["experiment=quickstart", "model=vit_small", "model.pretrained=false", SHALLOW, *fast_overrides()]
-    with hydra_job(overrides, output_dir=tmp_path / "run") as cfg:
+def quickstart_vit(output_dir, *overrides: str) -> dict:
+    """experiment=quickstart model=vit_small model.pretrained=false run in this process; its metrics.json."""
+    args = ["experiment=quickstart", "model=vit_small", "model.pretrained=false", *fast_overrides(), *overrides]
+    with hydra_job(args, output_dir=output_dir) as cfg:
         assert exit_code(train, cfg) == 0
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+def test_quickstart_trains_a_randomly_initialised_vit_on_the_glyphs_and_evaluate_reads_it_back(tmp_path):
+    """The 32 px glyphs in 2 x 2 patches, one epoch; dml_bench.evaluate rebuilds the model from
+    the checkpoint alone and gets the run's metrics."""
+    summary = quickstart_vit(tmp_path / "run", SHALLOW)
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert [record["epoch"] for record in history] == [0, 1]
-    assert math.isfinite(history[1]["train_loss"])
-    assert 0 < history[1]["metrics"]["recall@1"] <= 1
+    assert math.isfinite(history[1]["train_loss"]) and 0 < history[1]["metrics"]["recall@1"] <= 1
+    checkpoint = tmp_path / "run" / "checkpoints" / "best.pt"
+    with hydra_job([f"checkpoint={checkpoint}", "trainer.progress=false"], config_name="evaluate",
+                   output_dir=tmp_path / "evaluate") as cfg:
+        assert exit_code(evaluate, cfg) == 0
+    evaluated = json.loads((checkpoint.parent / "best_eval_metrics.json").read_text())["metrics"]
+    assert evaluated == pytest.approx(summary["metrics"], abs=1e-6)
+
+
+def test_the_frozen_backbone_baseline_is_every_384_d_runs_epoch_0(tmp_path):
+    """trainer.epochs=0 model.embedding_size=null scores the backbone's own class token; the
+    orthogonal 384-d head changes no cosine similarity, so its epoch 0 scores the same."""
+    features = quickstart_vit(tmp_path / "features", SHALLOW, "trainer.epochs=0", "model.embedding_size=null")
+    head = quickstart_vit(tmp_path / "head", SHALLOW, "trainer.epochs=0")
+    assert features["best_epoch"] == head["best_epoch"] == 0
+    # float32 rounding after the rotation may swap exact near-ties: a few queries at most.
+    assert head["metrics"] == pytest.approx(features["metrics"], abs=2e-3)
+
+
+@pytest.mark.slow
+def test_quickstart_trains_the_full_depth_vit_on_the_glyphs(tmp_path):
+    """The command of docs/paper.md as typed (12 blocks), one short epoch."""
+    summary = quickstart_vit(tmp_path / "run")
+    assert summary["status"] == "completed" and 0 < summary["metrics"]["recall@1"] <= 1
