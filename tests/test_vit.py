@@ -82,8 +82,12 @@ def test_each_weight_set_builds_its_architecture_normalisation_and_frozen_patch_
     assert embeddings.shape == (3, 384) and torch.allclose(embeddings.norm(dim=1), torch.ones(3), atol=1e-5)
 
 
-def test_an_optimizer_step_trains_all_but_the_patch_embedding():
-    model = vit_model("model.pretrained=false", "model.embedding_size=128").train()
+@pytest.mark.parametrize(("weights_name", "freeze"), [("in21k", True), ("dino", True), ("deit", True),
+                                                     ("in21k", False)])
+def test_an_optimizer_step_trains_all_but_the_frozen_patch_embedding(weights_name, freeze):
+    model = vit_model("model.pretrained=false", "model.embedding_size=128",
+                      f"model.backbone.weights_name={weights_name}",
+                      f"model.backbone.freeze_patch_embed={str(freeze).lower()}").train()
     groups = param_groups(model, torch.nn.Identity(), weight_decay=0.01)
     optimizer = torch.optim.AdamW(groups, lr=1e-3)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -93,8 +97,9 @@ def test_an_optimizer_step_trains_all_but_the_patch_embedding():
     optimizer.step()
     in_optimizer = {id(p) for group in groups for p in group["params"]}
     for name, p in model.named_parameters():
-        assert (id(p) in in_optimizer) == ("patch_embed" not in name), name
-        assert torch.equal(before[name], p) == ("patch_embed" in name), name
+        frozen = freeze and "patch_embed" in name
+        assert (id(p) in in_optimizer) != frozen, name
+        assert torch.equal(before[name], p) == frozen, name
 
 
 def test_the_orthogonal_384_head_keeps_the_backbones_cosine_similarities():
