@@ -3,6 +3,7 @@ FAISS's CUDA assertions do) makes the evaluator search with the torch backend af
 line; a GPU build without a GPU searches on the CPU, silently."""
 
 import logging
+import os
 import re
 import subprocess
 
@@ -102,8 +103,9 @@ def extra_distribution(extra: str) -> str:
 @pytest.mark.parametrize(("faiss_choice", "other"), [("gpu", "cpu"), ("cpu", "gpu")])
 def test_make_setup_removes_every_other_faiss_build_before_installing_its_own(tmp_path, faiss_choice, other):
     """`make setup FAISS=...` as make would run it (-n: printed, not run), in a fresh venv folder."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MAKE")}  # under `make test` too
     commands = subprocess.run(["make", "-n", "setup", f"FAISS={faiss_choice}", f"VENV={tmp_path / 'venv'}"],
-                              cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+                              cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
     [uninstall] = [i for i, line in enumerate(commands) if " uninstall " in line]
     [install] = [i for i, line in enumerate(commands) if f'install -q -e ".[dev,{faiss_choice}]"' in line]
     removed = set(commands[uninstall].split(" -y ")[1].split(" >")[0].split())

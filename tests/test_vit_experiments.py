@@ -111,3 +111,10 @@ def test_cross_entropy_on_top_keeps_everything_else_equal(name):
     assert {key for key in recipe if recipe[key] != swapped[key]} == {"loss"}
     loss, _ = build_loss(cfg, RECIPES[name]["classes"], instantiate(cfg.model).embedding_size)
     assert loss.classifier.weight.shape == (RECIPES[name]["classes"], 384)
+
+
+def test_uniform_batches_on_top_as_docs_paper_md_types_them():
+    cfg = compose_config(["experiment=vit_sop", "loss=cross_entropy", "sampler=random", "~sampler.m",
+                          "~sampler.per_epoch"])
+    sampler = instantiate(cfg.sampler)(labels=[c for c in range(500) for _ in range(4)], batch_size=900, seed=0)
+    assert type(sampler).__name__ == "UniformSampler" and sampler.num_batches == 2000 // 900
