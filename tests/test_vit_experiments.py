@@ -2,6 +2,9 @@
 written out here by hand from the official configs, checked in the composed config and in the
 objects built from it."""
 
+import json
+import math
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -12,7 +15,10 @@ from dml_bench.data import MPerClassSampler
 from dml_bench.engine.optim import param_groups
 from dml_bench.losses import ClassPairNCELoss
 from dml_bench.models import VitSmall
+from dml_bench.train import train
 from tests.helpers.config import CONFIG_DIR, compose_config
+from tests.helpers.miniature_datasets import prepare_miniature
+from tests.helpers.runs import MINIATURE_RUN_OVERRIDES, exit_code, hydra_job
 
 # Per dataset: config, training classes, images per class, batch, epochs (each class once per
 # epoch), iterations they make, test Resize, Recall@K values, query/gallery splits.
@@ -118,3 +124,19 @@ def test_uniform_batches_on_top_as_docs_paper_md_types_them():
                           "~sampler.per_epoch"])
     sampler = instantiate(cfg.sampler)(labels=[c for c in range(500) for _ in range(4)], batch_size=900, seed=0)
     assert type(sampler).__name__ == "UniformSampler" and sampler.num_batches == 2000 // 900
+
+
+def test_vit_cub_trains_on_a_prepared_miniature_cub(tmp_path):
+    """The recipe end to end on CUB's own file layout (5 training classes of 4 images), shrunk:
+    32 px crops, one block, 2 images of 2 classes per batch, so an epoch of every class once is
+    5 * 2 // 4 = 2 batches."""
+    root = prepare_miniature("cub200", tmp_path / "data", classes=(1, 2, 3, 4, 5, 101, 102), images_per_class=4)
+    run = tmp_path / "run"
+    with hydra_job(["experiment=vit_cub", f"dataset.root={root}", *MINIATURE_RUN_OVERRIDES, "model.pretrained=false",
+                    "+model.backbone.depth=1", "sampler.m=2", "trainer.eval_every=1"], output_dir=run) as cfg:
+        assert exit_code(train, cfg) == 0
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in history] == [0, 1] and math.isfinite(history[1]["train_loss"])
+    card = json.loads((run / "run_info.json").read_text())["audit"]
+    assert card["sampler"] == "MPerClassSampler(m=2, every class once per epoch)" and card["batches_per_epoch"] == 2
+    assert card["frozen"].startswith("backbone.net.patch_embed.proj") and card["embedding_size"] == 384
