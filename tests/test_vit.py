@@ -206,3 +206,25 @@ def test_quickstart_trains_the_full_depth_vit_on_the_glyphs(tmp_path):
     """The command of docs/paper.md as typed (12 blocks), one short epoch."""
     summary = quickstart_vit(tmp_path / "run")
     assert summary["status"] == "completed" and 0 < summary["metrics"]["recall@1"] <= 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_vit_cub_step_in_bf16_on_the_gpu_matches_fp32():
+    """The recipe's precision (bf16 autocast, trainer.amp=auto on CUDA) at 224 px, 2 blocks: the
+    loss of a step close to fp32's, its gradients finite."""
+    cfg = compose_config(["experiment=vit_cub", "model.pretrained=false", "+model.backbone.depth=2"])
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).cuda().train()
+    loss = instantiate(cfg.loss)
+    images = torch.randint(0, 256, (36, 3, 224, 224), dtype=torch.uint8, device="cuda")
+    labels = torch.arange(4, device="cuda").repeat_interleave(9)
+    values = {}
+    for dtype in (torch.bfloat16, None):
+        model.zero_grad()
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            embeddings = model(images)
+        values[dtype] = loss(embeddings.float(), labels)
+        values[dtype].backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    assert values[torch.bfloat16].item() == pytest.approx(values[None].item(), rel=0.05)
