@@ -55,7 +55,7 @@ def cached_timm_file(pretrained_cfg: dict) -> tuple[Path | None, str]:
     if pretrained_cfg.get("url"):
         file = cached_weights_file(pretrained_cfg["url"])
         return (file if file.is_file() else None), str(file)
-    return None, "nowhere: timm publishes no weights for it"
+    return None, "any cache: timm publishes no weights for it"
 
 
 def missing_timm_weights_error(name: str, where: str) -> UserError:
