@@ -2,11 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# FAISS=gpu installs faiss-cuda (the `gpu` extra) instead of faiss-cpu: never two FAISS builds in one
-# environment, so setup first removes the others (faiss-gpu-cu12: the gpu extra before faiss-cuda).
+# FAISS=gpu installs faiss-gpu (the `gpu` extra) instead of faiss-cpu: never two FAISS builds in one
+# environment, so setup first removes the others (faiss-cuda and faiss-gpu-cu12: earlier gpu extras;
+# faiss-gpu-cuvs: Meta's cuVS variant).
 FAISS ?= cpu
-FAISS_BUILDS := faiss-cpu faiss-cuda faiss-gpu-cu12
-FAISS_BUILD = $(if $(filter gpu,$(FAISS)),faiss-cuda,faiss-cpu)
+FAISS_BUILDS := faiss-cpu faiss-gpu faiss-gpu-cuvs faiss-cuda faiss-gpu-cu12
+FAISS_BUILD = $(if $(filter gpu,$(FAISS)),faiss-gpu,faiss-cpu)
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed-$(FAISS)
 ARGS ?=

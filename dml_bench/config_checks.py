@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from dml_bench.data.samplers import PER_EPOCH
 from dml_bench.evaluation.knn import BACKENDS
 from dml_bench.evaluation.retrieval import DISTANCES, EXCLUDE_MODES
 from dml_bench.runtime.entry import in_multirun
@@ -102,6 +103,7 @@ CHECKS: dict[str, tuple[Kind, object]] = {
     "trainer.distributed": (BOOLEAN, False),
     "trainer.sync_batchnorm": (AUTO_OR_BOOLEAN, False),
     "sampler.m": (integer(1), 4),
+    "sampler.per_epoch": (one_of(PER_EPOCH), "classes"),
     "optimizer.lr": (POSITIVE, 0.1),
     "optimizer.weight_decay": (NON_NEGATIVE, 0.0005),
     "optimizer.momentum": (NON_NEGATIVE, 0.9),

@@ -45,7 +45,7 @@ def test_the_card_of_a_pretrained_resnet_under_the_rigorous_protocol(tmp_path):
     assert card["backbone"] == "TorchvisionBackbone(resnet18)" and card["backbone_features"] == 512
     assert card["weights"] == str(weights) and card["weights_sha256"] == sha256sum(weights)
     assert card["batchnorm"].startswith("frozen (20 BatchNorm2d")  # stem 1 + 8 blocks x 2 + 3 downsamples
-    assert card["pooling"] == "global average"
+    assert card["pooling"] == "global average" and card["frozen"] == "none"
     assert card["neck"] == "Linear(512->64) + BatchNorm1d(affine=False)"
     assert (card["embedding_size"], card["l2_normalize"]) == (64, True)
     assert card["train_images"] == {"crop": 32, "resize": 40}
@@ -62,6 +62,21 @@ def test_the_card_of_a_pretrained_resnet_under_the_rigorous_protocol(tmp_path):
     assert card["precision"] == "bfloat16 autocast"
     assert (card["protocol"], card["selected_on"], card["monitor"]) == ("rigorous", "validation", "map@r")
     json.dumps(card)  # run_info.json holds it as it is
+
+
+def test_the_card_of_a_vit_names_its_frozen_patch_embedding_and_the_class_epochs():
+    cfg = compose_config(["experiment=quickstart", *fast_overrides(), "model=vit_small", "model.pretrained=false",
+                          "+model.backbone.depth=1", "sampler=m_per_class", "sampler.per_epoch=classes"])
+    model = builders.build_model(cfg, torch.device("cpu"), World())
+    datasets = builders.build_datasets(cfg)
+    loader = builders.build_train_loader(cfg, datasets["train"], torch.device("cpu"), World())
+    card = audit_card(model, datasets, loader, world_size=1, amp_dtype=None, protocol="paper", monitor="recall@1")
+    assert card["backbone"] == "VitSmall(vit_small_patch16_224.augreg_in21k_ft_in1k)"
+    assert card["backbone_features"] == 384
+    assert card["frozen"] == f"backbone.net.patch_embed.proj ({3 * 16 * 16 * 384 + 384:,} parameters)"
+    assert card["batchnorm"] == "none" and card["pooling"] == "token"
+    assert card["sampler"] == "MPerClassSampler(m=4, every class once per epoch)"
+    assert card["batches_per_epoch"] == datasets["train"].num_classes * 4 // 64
 
 
 def test_batchnorm_is_frozen_only_where_training_leaves_it_in_eval_mode():

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from hydra.utils import instantiate
 
-from dml_bench.models import Embedder, SmallConvNet, TorchvisionBackbone
+from dml_bench.models import Embedder, SmallConvNet, TimmBackbone, TorchvisionBackbone
 from dml_bench.runtime.errors import UserError
 from dml_bench.train import train
 from tests.helpers.config import CONFIG_DIR, compose_config
@@ -132,3 +132,21 @@ def test_missing_weights_stop_a_run_with_one_paragraph_and_no_traceback(torch_ho
     stderr = capsys.readouterr().err
     assert RESNET18_FILE in stderr and str(torch_home) in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_timm_model_that_does_not_exist_or_take_the_arguments_is_a_user_error():
+    with pytest.raises(UserError, match="timm.list_models"):
+        TimmBackbone("resnet_fifty")
+    with pytest.raises(UserError, match="does not take these arguments"):
+        TimmBackbone("resnet18", img_size=32)  # a CNN has no position embedding to size
+    with pytest.raises(UserError, match="has no patch embedding"):
+        TimmBackbone("resnet18", freeze_patch_embed=True)
+
+
+def test_model_timm_reads_its_weights_offline_and_names_the_fetch_command(tmp_path, monkeypatch):
+    """Never downloaded: an empty Hugging Face cache stops at once with the command that fills it."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(UserError) as error:
+        Embedder(TimmBackbone("resnet18"), pretrained=True)
+    message = str(error.value)
+    assert str(tmp_path / "hub") in message and "timm.create_model('resnet18', pretrained=True)" in message

@@ -60,6 +60,7 @@ def test_every_example_passes_its_check():
     ("seed=-1", None), ("trainer.device=gpu", None), ("trainer.progress=yes", None), ("trainer.num_workers=-1", None),
     ("evaluation.distance=cos", None), ("evaluation.backend=bogus", None), ("evaluation.batch_size=0", None),
     ("evaluation.recall_ks=[1,0]", None), ("sampler.m=0", "sampler=m_per_class"),
+    ("sampler.per_epoch=batches", "sampler=m_per_class"),
 ])
 def test_a_bad_value_is_one_paragraph_naming_the_key_the_value_and_an_example(override, group):
     key = override.split("=")[0]

@@ -45,9 +45,16 @@ GROUP_FILL_INS = {
     "logger": SMALL_IMAGES,
     "search": SMALL_IMAGES,
 }
+# Per option: the ViT recipes' 9 (or 2) images per class become 4, for batches of 4 of the tiny
+# data's 6 classes.
+OPTION_FILL_INS = {("experiment", f"vit_{name}"): ["sampler.m=4"] for name in ("cub", "cars", "sop", "inshop")}
+# timm's ResNets start each residual branch's last BatchNorm at zero (no gradient behind it at step 1).
+OPTION_FILL_INS[("model", "timm")] = ["+model.backbone.zero_init_last=false"]
 # The embedding each model config gives: its linear layer's, else the backbone's pooled feature.
-EMBEDDING_SIZES = {"small_cnn": 128, "torchvision": 2048, "timm": 2048, "resnet18": 512, "resnet34": 512,
-                   "resnet50": 2048, "resnet101": 2048}
+EMBEDDING_SIZES = {"small_cnn": 128, "torchvision": 2048, "timm": 2048, "vit_small": 384, "resnet18": 512,
+                   "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
+# The parameters a model config keeps fixed: ViT-S's patch embedding, as Ermolov et al.
+FROZEN = {"vit_small": {"backbone.net.patch_embed.proj.weight", "backbone.net.patch_embed.proj.bias"}}
 CHOICES = [(group, option) for group in GROUP_FILL_INS for option in config_options(group)]
 # The objects of a run and the config node each is instantiated from.
 BUILT = {
@@ -75,9 +82,8 @@ def test_every_config_group_is_built_here():
 
 @pytest.mark.parametrize(("group", "option"), CHOICES, ids=[f"{g}={o}" for g, o in CHOICES])
 def test_every_option_builds_a_run_that_trains_a_step_and_evaluates(group, option, data_dir):
-    if option == "timm":
-        pytest.importorskip("timm")
-    overrides = [f"{group}={option}", f"data_dir={data_dir}", *FILL_INS, *GROUP_FILL_INS[group]]
+    overrides = [f"{group}={option}", f"data_dir={data_dir}", *FILL_INS, *GROUP_FILL_INS[group],
+                 *OPTION_FILL_INS.get((group, option), [])]
     if (group, option) == ("dataset", "csv"):
         overrides.append(f"dataset.root={data_dir / 'csv'}")  # dataset=csv has no default root
     cfg = compose_config(overrides)
@@ -135,7 +141,10 @@ def check_model(option, cfg, run, images, targets, embeddings):
     assert embeddings.shape == (BATCH, size) and model.embedding_size == size and torch.isfinite(embeddings).all()
     if option.startswith("resnet"):
         assert model.backbone.arch == option
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.any() for p in model.parameters())
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == FROZEN.get(option, set())
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.any() for p in trained)
 
 
 def check_loss(option, cfg, run, images, targets, embeddings):

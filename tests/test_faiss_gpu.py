@@ -3,6 +3,9 @@ FAISS's CUDA assertions do) makes the evaluator search with the torch backend af
 line; a GPU build without a GPU searches on the CPU, silently."""
 
 import logging
+import os
+import re
+import subprocess
 
 import faiss
 import numpy as np
@@ -11,6 +14,7 @@ import torch
 
 from dml_bench.evaluation import faiss_gpu, retrieval_metrics
 from dml_bench.evaluation.clustering import kmeans_nmi
+from tests.helpers.config import ROOT
 
 # What a faiss-gpu-cu12 wheel prints on an H100 before abort(): its kernels stop at sm_89.
 ABORTING_PROBE = """
@@ -81,7 +85,7 @@ def test_a_cpu_build_is_reported_by_its_package_without_a_probe(monkeypatch):
     assert faiss_gpu.gpu_state() == faiss_gpu.ABSENT
     faiss_gpu.gpu_state.cache_clear()
     [build] = faiss_gpu.faiss_builds()
-    assert build.split()[0] in ("faiss-cpu", "faiss-cuda") and faiss.__version__ in build
+    assert build.split()[0] in ("faiss-cpu", "faiss-gpu") and faiss.__version__ in build
 
 
 @pytest.mark.gpu
@@ -89,3 +93,22 @@ def test_a_cpu_build_is_reported_by_its_package_without_a_probe(monkeypatch):
                     reason="needs CUDA and a GPU build of FAISS")
 def test_the_gpu_build_runs_on_this_gpu():
     assert faiss_gpu.gpu_state() == faiss_gpu.USABLE
+
+
+def extra_distribution(extra: str) -> str:
+    """The FAISS distribution pyproject.toml's extra ``extra`` installs (its one requirement)."""
+    return re.search(rf'^{extra} = \["([A-Za-z0-9_-]+)', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+
+
+@pytest.mark.parametrize(("faiss_choice", "other"), [("gpu", "cpu"), ("cpu", "gpu")])
+def test_make_setup_removes_every_other_faiss_build_before_installing_its_own(tmp_path, faiss_choice, other):
+    """`make setup FAISS=...` as make would run it (-n: printed, not run), in a fresh venv folder."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MAKE")}  # under `make test` too
+    commands = subprocess.run(["make", "-n", "setup", f"FAISS={faiss_choice}", f"VENV={tmp_path / 'venv'}"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+    [uninstall] = [i for i, line in enumerate(commands) if " uninstall " in line]
+    [install] = [i for i, line in enumerate(commands) if f'install -q -e ".[dev,{faiss_choice}]"' in line]
+    removed = set(commands[uninstall].split(" -y ")[1].split(" >")[0].split())
+    assert uninstall < install
+    assert extra_distribution(other) in removed and extra_distribution(faiss_choice) not in removed
+    assert {"faiss-cuda", "faiss-gpu-cu12", "faiss-gpu-cuvs"} <= removed  # earlier extras, Meta's cuVS variant

@@ -25,12 +25,12 @@ from tests.helpers.runs import exit_code, fast_overrides, hydra_job, run_train
 
 LOSSES = sorted(p.stem for p in (CONFIG_DIR / "loss").glob("*.yaml"))
 MINERS = sorted(p.stem for p in (CONFIG_DIR / "miner").glob("*.yaml") if p.stem != "none")
-OWN_LOSSES = ["center", "cross_entropy", "pce", "snca", "spce"]
+OWN_LOSSES = ["center", "class_pair_nce", "cross_entropy", "pce", "snca", "spce"]
 # The miner each pairwise loss is usually trained with; the other losses take none.
 USUAL_MINER = {"contrastive": "pair_margin", "margin": "batch_hard", "multi_similarity": "multi_similarity",
                "ntxent": "multi_similarity", "triplet": "triplet_margin"}
 # Losses over pairs of the batch: they need several images per class (sampler=m_per_class).
-PAIRWISE = {"contrastive", "margin", "multi_similarity", "ntxent", "snca", "spce", "triplet"}
+PAIRWISE = {"class_pair_nce", "contrastive", "margin", "multi_similarity", "ntxent", "snca", "spce", "triplet"}
 NUM_CLASSES, PER_CLASS = 6, 4
 
 

@@ -39,6 +39,29 @@ def test_m_per_class_batches_hold_m_images_of_each_class():
         assert len(counts) == 4 and set(counts.values()) == {4}
 
 
+@pytest.mark.parametrize("m", [3, 4])
+def test_m_per_class_per_epoch_classes_visits_every_class_once(m):
+    """Ermolov et al.'s epoch: 20 classes, batches of 3 classes x m images: 6 batches, 2 classes
+    left out, a different two each epoch; each class's images distinct where it has m of them."""
+    sampler = MPerClassSampler(LABELS, 3 * m, m=m, seed=0, per_epoch="classes")
+    left_out = set()
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        order = indices(sampler)
+        assert len(order) == len(sampler) == 6 * 3 * m
+        runs = [order[i:i + m] for i in range(0, len(order), m)]  # a class's m images side by side
+        classes = [LABELS[run[0]] for run in runs]
+        assert all({LABELS[i] for i in run} == {c} for run, c in zip(runs, classes))
+        assert len(set(classes)) == 18 and all(len(set(run)) == m for run in runs if LABELS.count(LABELS[run[0]]) >= m)
+        left_out.add(frozenset(range(20)) - frozenset(classes))
+    assert len(left_out) > 1
+
+
+def test_an_unknown_per_epoch_names_the_choices():
+    with pytest.raises(UserError, match="sampler.per_epoch=batches must be one of images, classes"):
+        MPerClassSampler(LABELS, 16, m=4, per_epoch="batches")
+
+
 @pytest.mark.parametrize("cls", [UniformSampler, MPerClassSampler])
 def test_ranks_split_each_global_batch(cls):
     single = list(cls(LABELS, 16, seed=0))

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from dml_bench.bench import train_step
 from dml_bench.bench.data_pipeline import PlainDataset, our_dataset, write_split
+from dml_bench.bench.faiss_check import FAISS_GPU_PATH
 from dml_bench.bench.synthetic import write_jpegs
 from dml_bench.bench.timing import interleaved_rates
 from dml_bench.evaluation import faiss_gpu, retrieval_metrics
@@ -89,11 +90,3 @@ def evaluation_rows(device: torch.device, images=SOP_TEST_IMAGES, classes=SOP_TE
         rows.append([f"evaluation, {images:,} x {dim} embeddings", f"backend={backend}", result])
     return rows + [["evaluation, FAISS", ", ".join(faiss_gpu.faiss_builds()) or "not installed",
                     FAISS_GPU_PATH[faiss_gpu.gpu_state()]]]
-
-
-# What backend=faiss did, by ``faiss_gpu.gpu_state``.
-FAISS_GPU_PATH = {
-    faiss_gpu.USABLE: "GPU path ran (flat index on the GPU)",
-    faiss_gpu.ABSENT: "GPU path not taken: a CPU build, or no GPU seen by FAISS",
-    faiss_gpu.BROKEN: "GPU path failed here: searched with the torch backend (see the warning)",
-}

@@ -71,6 +71,16 @@ def pooling(backbone: nn.Module) -> str:
     return found if isinstance(found, str) else "not found"
 
 
+def frozen_parameters(model: nn.Module) -> str:
+    """The modules whose parameters no optimizer sees (``requires_grad=False``: ViT-S's patch
+    embedding), and how many parameters they hold; "none"."""
+    frozen = [(name, p.numel()) for name, p in model.named_parameters() if not p.requires_grad]
+    if not frozen:
+        return "none"
+    modules = sorted({name.rsplit(".", 1)[0] for name, _ in frozen})
+    return f"{', '.join(modules)} ({sum(n for _, n in frozen):,} parameters)"
+
+
 def neck(model: nn.Module) -> str:
     parts = []
     if isinstance(model.linear, nn.Linear):
@@ -98,12 +108,15 @@ def audit_card(model: nn.Module, datasets: dict, train_loader, *, world_size: in
     weights = model.initial_weights
     sampler = train_loader.sampler
     sampler_options = f"(m={sampler.m})" if hasattr(sampler, "m") else ""
+    if getattr(sampler, "per_epoch", "images") == "classes":
+        sampler_options = f"(m={sampler.m}, every class once per epoch)"
     return {
         "backbone": backbone_name(model.backbone),
         "backbone_features": model.backbone.out_features,
         "weights": RANDOM_INIT if weights is None else str(weights),
         "weights_sha256": sha256(weights) if isinstance(weights, Path) else None,
         "batchnorm": batchnorm_state(model),
+        "frozen": frozen_parameters(model),
         "pooling": pooling(model.backbone),
         "neck": neck(model),
         "embedding_size": model.embedding_size,
@@ -142,7 +155,7 @@ def card_lines(card: dict) -> list[str]:
     splits = "; ".join(f"{role} {s['images']} images / {s['classes']} classes" for role, s in card["splits"].items())
     return [
         f"backbone   {card['backbone']}: {card['backbone_features']}-d features, {card['pooling']} pooling, "
-        f"BatchNorm {card['batchnorm']}",
+        f"BatchNorm {card['batchnorm']}, frozen parameters: {card['frozen']}",
         f"weights    {weights}",
         f"neck       {card['neck']} -> {card['embedding_size']}-d embedding, "
         f"L2 normalisation {'on' if card['l2_normalize'] else 'off'}",

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 PACKAGES = ("torch", "torchvision", "pytorch-metric-learning", "hydra-core", "omegaconf",
-            "faiss-cpu", "faiss-cuda", "numpy", "tensorboard", "dml_bench")
+            "timm", "faiss-cpu", "faiss-gpu", "faiss-cuda", "numpy", "tensorboard", "dml_bench")
 
 
 def git_commit() -> str | None:

@@ -6,8 +6,9 @@ from dml_bench.losses.cross_entropy import CrossEntropyLoss
 __all__ = ["CrossEntropyLoss", "EmbeddingLoss"]
 
 from dml_bench.losses.center import CenterLoss  # noqa: E402
+from dml_bench.losses.class_pair_nce import ClassPairNCELoss  # noqa: E402
 from dml_bench.losses.pce import PCELoss  # noqa: E402
 from dml_bench.losses.snca import SNCALoss  # noqa: E402
 from dml_bench.losses.spce import SPCELoss  # noqa: E402
 
-__all__ += ["CenterLoss", "PCELoss", "SNCALoss", "SPCELoss"]
+__all__ += ["CenterLoss", "ClassPairNCELoss", "PCELoss", "SNCALoss", "SPCELoss"]

@@ -111,37 +111,3 @@ class TorchvisionBackbone(nn.Module):
             raise missing_weights_error(self.arch, self.weights_name, self.url, file)
         load_without_head(self.net, read_state_dict(file), "fc.", file)
         return file
-
-
-class TimmBackbone(nn.Module):
-    """A timm model (``pip install timm``) without its classifier: (B, 3, H, W) -> (B,
-    out_features), pooled the model's own way. ``load_weights()`` uses timm's published weights
-    and cache (the Hugging Face hub; ``HF_HUB_OFFLINE=1`` keeps it off the network)."""
-
-    def __init__(self, name: str = "resnet50"):
-        super().__init__()
-        try:
-            import timm
-        except ImportError:
-            raise UserError("model=timm needs the timm package: `pip install timm`, or use a torchvision "
-                            "backbone (model=resnet50).") from None
-        self.arch = name
-        self.net = timm.create_model(name, pretrained=False, num_classes=0)
-        self.out_features = self.net.num_features
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
-
-    def load_weights(self, path: str | Path | None = None) -> Path | str:
-        """Load ``path``, or timm's published weights when None; returns the file, or for timm's
-        own the name it gives them (timm does not say which cached file it read)."""
-        from timm.models import load_pretrained
-
-        if path is None:
-            load_pretrained(self.net, num_classes=0)
-            cfg = self.net.pretrained_cfg
-            return f"timm published weights {cfg.get('hf_hub_id') or cfg.get('url') or self.arch}"
-        head = self.net.pretrained_cfg.get("classifier", "fc")
-        heads = tuple(f"{name}." for name in ([head] if isinstance(head, str) else head))
-        load_without_head(self.net, read_state_dict(Path(path)), heads, Path(path))
-        return Path(path)

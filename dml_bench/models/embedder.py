@@ -8,6 +8,9 @@ from torch import nn
 
 from dml_bench.models.backbones import load_backbone_weights
 from dml_bench.models.pixel_normalize import IMAGENET_MEAN, IMAGENET_STD, PixelNormalize
+from dml_bench.runtime.errors import UserError
+
+LINEAR_INITS = ("default", "orthogonal")  # default: torch's nn.Linear initialisation
 
 
 class Embedder(nn.Module):
@@ -20,7 +23,11 @@ class Embedder(nn.Module):
     ``weights`` (a file) or ``pretrained`` (the backbone's published weights) initialise the
     backbone through its ``load_weights``; otherwise it keeps its random initialisation.
     ``initial_weights`` keeps what was read (the file, see ``load_backbone_weights``; None: random).
-    uint8 images (what the data pipeline yields) are first normalised with ``mean``/``std``.
+    uint8 images (what the data pipeline yields) are first normalised with ``mean``/``std``: when
+    None, those the backbone's weights were trained with (its ``mean``/``std``), else ImageNet's.
+    ``linear_init="orthogonal"`` starts the linear layer as an orthogonal matrix with a zero bias
+    (Ermolov et al.'s head): at ``embedding_size`` equal to the feature's, it then keeps every
+    cosine similarity of the backbone's features, so the evaluation before training scores them.
     """
 
     def __init__(
@@ -32,15 +39,23 @@ class Embedder(nn.Module):
         freeze_bn: bool = False,
         pretrained: bool = False,
         weights: str | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        linear_init: str = "default",
     ):
         super().__init__()
+        if linear_init not in LINEAR_INITS:
+            raise UserError(f"model.linear_init={linear_init} must be one of {', '.join(LINEAR_INITS)}.")
+        mean = mean if mean is not None else getattr(backbone, "mean", IMAGENET_MEAN)
+        std = std if std is not None else getattr(backbone, "std", IMAGENET_STD)
         self.input_norm = PixelNormalize(mean, std)
         self.backbone = backbone
         self.initial_weights = load_backbone_weights(backbone, weights) if pretrained or weights else None
         features = backbone.out_features
         self.linear = nn.Linear(features, embedding_size) if embedding_size else nn.Identity()
+        if embedding_size and linear_init == "orthogonal":
+            nn.init.orthogonal_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
         self.embedding_size = embedding_size or features
         self.bn1d = nn.BatchNorm1d(self.embedding_size, affine=False) if bn1d else nn.Identity()
         self.l2_normalize = l2_normalize

@@ -64,11 +64,11 @@ def verify_images(root: str | Path, near_threshold: int | None = THRESHOLD, allo
     for path in progress_bar(paths, desc="verifying images", unit=" images"):
         try:
             with Image.open(root / path) as image:
-                rgb = to_rgb(image)
+                rgb = to_rgb(image)  # the file itself when it is RGB already: read it while open
+                content[path] = hashlib.sha256(repr(rgb.size).encode() + rgb.tobytes()).digest()
         except Exception as err:  # any failure to decode makes the image unusable
             bad.append(BadImage(path, f"{type(err).__name__}: {err}"))
             continue
-        content[path] = hashlib.sha256(repr(rgb.size).encode() + rgb.tobytes()).digest()
         if near_threshold is not None:
             hashes[path] = perceptual_hash(rgb)
     same = defaultdict(list)
