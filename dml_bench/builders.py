@@ -15,6 +15,7 @@ from dml_bench.data.splits import open_split
 from dml_bench.data.validation import class_disjoint_split, fold_split
 from dml_bench.engine.optim import param_groups
 from dml_bench.engine.recorders import Recorder, Recorders, RunContext, RunFiles
+from dml_bench.engine.search_trial import trial_report
 from dml_bench.engine.trainer import TrainerSettings
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.losses.compat import check_miner
@@ -277,4 +278,5 @@ def build_recorder(cfg: DictConfig, run_dir: Path, world: distributed.World, dat
     tests = {role: datasets[role] for role in ("query", "gallery") if role in datasets}
     run = RunContext(run_dir, multirun_job_name(run_dir), OmegaConf.to_container(cfg, resolve=True), tests)
     loggers = [instantiate(options)(run) for options in (cfg.get("logger") or {}).values()]
-    return Recorders([RunFiles(run_dir), *loggers])
+    report = trial_report(cfg)  # a search trial with a pruner: last, so that the others record a pruned epoch
+    return Recorders([RunFiles(run_dir), *loggers, *([report] if report else [])])

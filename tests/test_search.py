@@ -1,4 +1,4 @@
-"""Equal-budget search: the search files, a real two-trial search through hydra-optuna-sweeper,
+"""Equal-budget search: the search files, a real two-trial search through dml_bench's sweeper,
 the refusal of protocol=paper, the retraining of the winner, and its comparison table and plot."""
 
 import json
@@ -63,7 +63,7 @@ def test_a_search_file_selects_only_the_search_groups_and_comments_each_range(na
 def test_every_search_has_the_same_budget_seed_and_objective_and_real_keys(name):
     cfg = compose_search("experiment=quickstart", f"search={name}")
     sweeper = cfg.hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper")
+    assert sweeper._target_ == "hydra_plugins.dml_bench_sweeper.EqualBudgetSweeper"
     assert (sweeper.direction, sweeper.n_trials, sweeper.sampler.seed, sweeper.n_jobs) == ("maximize", 20, 0, 1)
     assert sweeper.study_name == name
     assert (cfg.protocol.name, cfg.trainer.monitor) == ("rigorous", "map@r")  # validation MAP@R
@@ -101,7 +101,7 @@ def test_a_single_run_of_a_search_with_protocol_paper_is_refused_too(capsys):
 
 @pytest.fixture(scope="module")
 def search_dir(tmp_path_factory):
-    """A real two-trial search=contrastive through hydra-optuna-sweeper on tiny data."""
+    """A real two-trial search=contrastive through dml_bench's sweeper on tiny data."""
     root = tmp_path_factory.mktemp("search")
     data = tiny_glyphs(root / "data")
     sweep = root / "sweep"
@@ -148,15 +148,19 @@ def test_a_failed_trial_counts_against_the_budget_and_the_search_goes_on(tmp_pat
     sweep = tmp_path / "sweep"  # lr 1e12 makes the loss diverge: its trial returns None
     result = run_train("-m", *tiny_args(tiny_glyphs(tmp_path / "data"), "trainer.epochs=1", "search=cross_entropy",
                                         "hydra.sweeper.n_trials=2", "optimizer.lr=choice(1e12, 0.1)",
+                                        "hydra.sweeper.sampler.seed=4",  # draws 1e12 for trial 0, 0.1 for trial 1
                                         f"hydra.sweep.dir={sweep}"), env=ENV)
-    assert "Failed experiment" in result.stderr + result.stdout
+    assert "search: trial 0 failed, the run returned None" in result.stdout
+    assert "it counts against the budget" in result.stdout
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
     assert sum((sweep / job / "metrics.json").is_file() for job in ("0", "1")) == 1
-    assert yaml.safe_load((sweep / RESULTS_FILE).read_text())["best_params"]["optimizer.lr"] == 0.1
+    results = yaml.safe_load((sweep / RESULTS_FILE).read_text())
+    assert results["best_params"]["optimizer.lr"] == 0.1 and results["best_trial"] == 1
+    assert results["trials"] == {"complete": 1, "pruned": 0, "failed": 1, "running": 0, "lost": 0}
 
 
 def constructed_sweep(root: Path) -> Path:
-    """A search folder as hydra-optuna-sweeper leaves it, with two trials; trial 1 is the best."""
+    """A search folder as hydra-optuna-sweeper left it (no best_trial), with two trials; trial 1 is the best."""
     sweep = root / "sweep"
     cli = ["experiment=quickstart", "loss=contrastive", "trainer.epochs=3", "search=contrastive", "seed=2"]
     for job, lr in enumerate((0.5, 0.05)):

@@ -14,10 +14,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dml_bench.builders import selection_split
+from dml_bench.comparison.search_record import RESULTS_FILE
 from dml_bench.runtime.errors import UserError
 
 SEARCH_GROUPS = ("loss", "miner", "sampler", "protocol")
-RESULTS_FILE = "optimization_results.yaml"  # hydra-optuna-sweeper's, in the sweep folder
 HYDRA_FILE = ".hydra/hydra.yaml"  # in each trial's folder: its overrides and config group choices
 # Hydra overrides of the search that the retraining leaves out: its sweeper, folder and mode.
 SWEEP_ONLY = ("hydra.sweeper", "hydra/sweeper", "hydra.sweep.", "hydra.mode")
@@ -54,22 +54,31 @@ class ProtocolGuard(Callback):
 
 
 def best_parameters(sweep_dir: Path) -> dict:
-    """The best trial's parameters, from the sweep's ``optimization_results.yaml``."""
+    """The sweep's ``optimization_results.yaml``: ``best_params``, ``best_value`` and, from
+    dml_bench's sweeper, ``best_trial`` (its number)."""
     path = sweep_dir / RESULTS_FILE
     if not path.is_file():
-        raise UserError(f"{path} is missing: hydra-optuna-sweeper writes it when a search ends "
+        raise UserError(f"{path} is missing: the search writes it once its budget is spent "
                         "(python -m dml_bench.train -m ... search=NAME); is the search finished, and is "
                         f"{sweep_dir} its hydra.sweep.dir?")
     results = OmegaConf.to_container(OmegaConf.load(path))
     if "best_params" not in results:
         raise UserError(f"{path} has no best_params (a search with several objectives?): retraining "
                         "needs the single best trial of a search= sweep")
-    return results["best_params"]
+    return results
 
 
-def best_trial(sweep_dir: Path, best: dict) -> Path:
-    """The trial folder whose overrides hold the best parameters (the sweeper writes them as
-    ``name=value``, as ``retrain_overrides`` does)."""
+def best_trial(sweep_dir: Path, results: dict) -> Path:
+    """The best trial's folder: ``SWEEP_DIR/best_trial``, or, in a results file without
+    ``best_trial`` (hydra-optuna-sweeper's), the trial folder whose overrides hold the best
+    parameters (written as ``name=value``, as ``retrain_overrides`` does)."""
+    best = results["best_params"]
+    if "best_trial" in results:
+        folder = sweep_dir / str(results["best_trial"])
+        if not (folder / HYDRA_FILE).is_file():
+            raise UserError(f"{folder}, the best trial of {sweep_dir / RESULTS_FILE}, has no {HYDRA_FILE}: is "
+                            f"{sweep_dir} the hydra.sweep.dir of that search?")
+        return folder
     wanted = {f"{name}={value}" for name, value in best.items()}
     for trial in sorted(sweep_dir.glob(f"*/{HYDRA_FILE}")):
         if wanted <= set(OmegaConf.load(trial.parent / "overrides.yaml")):
@@ -102,8 +111,8 @@ def retrain_overrides(trial_dir: Path, best: dict, seeds: int, out: Path) -> lis
 def retrain_command(sweep_dir: Path, seeds: int, out: Path, extra: list[str] = ()) -> tuple[list[str], Path]:
     """``python -m dml_bench.train -m OVERRIDES...``, the retraining of the sweep's winner (``extra``
     overrides added or in place of the same key's), and the winner's trial folder."""
-    best = best_parameters(sweep_dir)
-    trial = best_trial(sweep_dir, best)
+    results = best_parameters(sweep_dir)
+    best, trial = results["best_params"], best_trial(sweep_dir, results)
     parser = OverridesParser.create()
     replaced = {o.key_or_group for o in parser.parse_overrides(list(extra))}
     overrides = [o.input_line for o in parser.parse_overrides(retrain_overrides(trial, best, seeds, out))
