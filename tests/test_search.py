@@ -8,16 +8,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 from scipy import stats
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from dml_bench.comparison.compare import compare
 from dml_bench.comparison.runs import read_runs
 from dml_bench.comparison.search import RESULTS_FILE, SEARCH_GROUPS, ProtocolGuard, retrain_command
+from dml_bench.comparison.search_record import OBJECTIVE_TAG, RECORD_FILE
+from dml_bench.engine.search_trial import open_storage
 from scripts.plot_comparison import bars
 from scripts.plot_comparison import main as plot_main
 from scripts.retrain_best import main as retrain_main
@@ -141,6 +146,31 @@ def test_the_objective_is_validation_map_at_r_never_a_test_metric(search_dir):
     assert all(results["best_value"] != pytest.approx(t) for t in test)
     best = max(trials, key=lambda trial: trial[1]["validation_metrics"]["map@r"])
     assert {k: best[0][k] for k in results["best_params"]} == {k: str(v) for k, v in results["best_params"].items()}
+
+
+def test_the_sweep_folder_records_how_the_search_ran(search_dir):
+    record = yaml.safe_load((search_dir / RECORD_FILE).read_text())
+    sweeper = compose_search("experiment=quickstart", "search=contrastive").hydra.sweeper
+    assert record["optuna"] == optuna.__version__ and int(optuna.__version__.split(".")[0]) >= 4
+    assert record["sampler"] == OmegaConf.to_container(sweeper.sampler) and record["sampler"]["seed"] == 0
+    assert (record["n_trials"], record["direction"], record["objective"]) == (2, "maximize", "validation map@r")
+    assert record["storage"] == str(search_dir / "study.journal") and record["pruner"] is None
+    study = optuna.load_study(study_name="contrastive", storage=open_storage(record["storage"]))
+    assert study.user_attrs["dml_bench"]["sampler"] == record["sampler"]  # what the study ran with
+
+
+def test_each_trial_is_a_row_of_tensorboards_hparams_tab(search_dir):
+    for number, (overrides, summary) in trial_results(search_dir).items():
+        (log_dir,) = (search_dir / number / "tb").iterdir()  # the trial's run, beside its scalars
+        events = EventAccumulator(str(log_dir))
+        events.Reload()
+        start = HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+        values = start.session_start_info.hparams
+        assert values["optimizer.lr"].number_value == pytest.approx(float(overrides["optimizer.lr"]))
+        assert values["sampler.m"].number_value == int(overrides["sampler.m"])
+        assert (values["trial"].number_value, values["state"].string_value) == (int(number), "COMPLETE")
+        objective = events.Scalars(OBJECTIVE_TAG)[0].value
+        assert objective == pytest.approx(summary["validation_metrics"]["map@r"], abs=1e-6)
 
 
 @pytest.mark.slow
