@@ -211,12 +211,26 @@ def constructed_sweep(root: Path) -> Path:
 
 def test_retrain_command_reruns_the_best_trial_with_new_seeds(tmp_path):
     sweep = constructed_sweep(tmp_path)
-    command, trial = retrain_command(sweep, 3, tmp_path / "out", ["trainer.epochs=30"])
-    assert trial == sweep / "1"
+    command, trial, finished = retrain_command(sweep, 3, tmp_path / "out", ["trainer.epochs=30"])
+    assert trial == sweep / "1" and finished == []
     assert command == [sys.executable, "-m", "dml_bench.train", "-m", "experiment=quickstart",
                        "loss=contrastive", "miner=none", "sampler=m_per_class", "protocol=rigorous",
                        "optimizer.lr=0.05", "sampler.m=4", "seed=0,1,3", "hydra/launcher=slurm",
-                       f"hydra.sweep.dir={tmp_path / 'out'}", "trainer.epochs=30"]
+                       f"hydra.sweep.dir={tmp_path / 'out'}", "hydra.sweep.subdir=${seed}", "trainer.epochs=30"]
+
+
+def test_retraining_again_runs_only_the_seeds_whose_run_has_not_finished(tmp_path):
+    sweep, out = constructed_sweep(tmp_path), tmp_path / "out"
+    for seed, summary in ((0, {"status": "completed", "selected_on": "validation", "validation_metrics": {}}),
+                          (1, {"status": "completed", "selected_on": "validation"})):  # 1: killed in its test
+        (out / str(seed)).mkdir(parents=True)
+        (out / str(seed) / "metrics.json").write_text(json.dumps(summary))
+    command, _, finished = retrain_command(sweep, 3, out)
+    assert finished == [0] and "seed=1,3" in command
+    (out / "1" / "metrics.json").write_text(json.dumps({"status": "completed", "selected_on": "test"}))
+    (out / "3").mkdir()
+    (out / "3" / "metrics.json").write_text(json.dumps({"status": "completed", "selected_on": "test"}))
+    assert retrain_command(sweep, 3, out)[0] is None
 
 
 def test_retrain_best_dry_run_prints_the_command_and_refuses_other_folders(tmp_path, capsys):
@@ -224,7 +238,8 @@ def test_retrain_best_dry_run_prints_the_command_and_refuses_other_folders(tmp_p
     assert retrain_main([str(sweep), "--seeds", "2", "--dry-run"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == f"best trial: {sweep / '1'}"
-    assert shlex.split(printed[1])[-3:] == ["seed=0,1", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep / 'retrain'}"]
+    assert shlex.split(printed[1])[-4:] == ["seed=0,1", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep / 'retrain'}",
+                                            "hydra.sweep.subdir=${seed}"]
     assert retrain_main([str(tmp_path), "--dry-run"]) == 1
     assert f"{tmp_path / RESULTS_FILE} is missing" in capsys.readouterr().err
 
@@ -234,13 +249,16 @@ def test_retrain_best_trains_the_winner(search_dir):
     """One real retraining run (seed 1, the search's seed being 0) of the search's winner."""
     assert retrain_main([str(search_dir), "--seeds", "1"]) == 0
     best = yaml.safe_load((search_dir / RESULTS_FILE).read_text())["best_params"]
-    run = search_dir / "retrain" / "0"
+    run = search_dir / "retrain" / "1"  # the folder of seed 1
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
     assert "seed=1" in overrides and "loss=contrastive" in overrides and "search=contrastive" not in overrides
     config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
     assert config["loss"]["neg_margin"] == pytest.approx(best["loss.neg_margin"]) and config["sampler"]["m"] == best[
         "sampler.m"]
     assert json.loads((run / "metrics.json").read_text())["selected_on"] == "validation"
+    before = (run / "metrics.json").stat().st_mtime_ns
+    assert retrain_main([str(search_dir), "--seeds", "1"]) == 0  # again: nothing left to run
+    assert (run / "metrics.json").stat().st_mtime_ns == before
 
 
 def winners(root):

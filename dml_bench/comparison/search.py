@@ -6,6 +6,7 @@ A search file selects only the groups in ``SEARCH_GROUPS`` (besides the sweeper)
 sweep's command line without ``search=``, plus those groups' choices and the best parameters.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -87,10 +88,27 @@ def best_trial(sweep_dir: Path, results: dict) -> Path:
                     f"({', '.join(sorted(wanted))}): is {sweep_dir} the hydra.sweep.dir of that search?")
 
 
-def retrain_overrides(trial_dir: Path, best: dict, seeds: int, out: Path) -> list[str]:
-    """The overrides of the multirun that retrains the best trial (``trial_dir``) with ``seeds``
-    seeds, in ``out``: the seeds are the first non-negative integers other than the search's own
-    seed, with which that trial was chosen for its validation score."""
+def retrain_seeds(trial_dir: Path, seeds: int) -> list[int]:
+    """The first ``seeds`` non-negative integers other than the search's own seed, with which the
+    best trial was chosen for its validation score (an optimistic draw)."""
+    search_seed = OmegaConf.load(trial_dir / ".hydra" / "config.yaml").seed
+    return [s for s in range(seeds + 1) if s != search_seed][:seeds]
+
+
+def finished_run(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` got to its end: its metrics.json holds the test of the
+    checkpoint it selected (or, selected on test, its summary)."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return False
+    summary = json.loads(path.read_text())
+    return summary.get("status") == "completed" and (
+        summary.get("selected_on") == "test" or "validation_metrics" in summary)
+
+
+def retrain_overrides(trial_dir: Path, best: dict, seeds: list[int], out: Path) -> list[str]:
+    """The overrides of the multirun that retrains the best trial (``trial_dir``) with ``seeds``,
+    each in ``out/SEED/``."""
     hydra = OmegaConf.load(trial_dir / HYDRA_FILE).hydra
     choices = hydra.runtime.choices
     if not choices.get("search"):
@@ -101,20 +119,26 @@ def retrain_overrides(trial_dir: Path, best: dict, seeds: int, out: Path) -> lis
     task = [o.input_line for o in parser.parse_overrides(list(hydra.overrides.task)) if o.key_or_group not in dropped]
     hydra_overrides = [o.input_line for o in parser.parse_overrides(list(hydra.overrides.hydra))
                        if not o.key_or_group.startswith(SWEEP_ONLY)]
-    search_seed = OmegaConf.load(trial_dir / ".hydra" / "config.yaml").seed
-    seed_list = [s for s in range(seeds + 1) if s != search_seed][:seeds]
     return [*task, *(f"{group}={choices[group]}" for group in SEARCH_GROUPS),
             *(f"{name}={value}" for name, value in best.items()),
-            f"seed={','.join(map(str, seed_list))}", *hydra_overrides, f"hydra.sweep.dir={out}"]
+            f"seed={','.join(map(str, seeds))}", *hydra_overrides, f"hydra.sweep.dir={out}",
+            "hydra.sweep.subdir=${seed}"]
 
 
-def retrain_command(sweep_dir: Path, seeds: int, out: Path, extra: list[str] = ()) -> tuple[list[str], Path]:
+def retrain_command(sweep_dir: Path, seeds: int, out: Path, extra: list[str] = ()) -> tuple[list[str] | None, Path,
+                                                                                            list[int]]:
     """``python -m dml_bench.train -m OVERRIDES...``, the retraining of the sweep's winner (``extra``
-    overrides added or in place of the same key's), and the winner's trial folder."""
+    overrides added or in place of the same key's) with the seeds whose run in ``out/SEED/`` has
+    not finished (None when every one has), the winner's trial folder, and the finished seeds."""
     results = best_parameters(sweep_dir)
     best, trial = results["best_params"], best_trial(sweep_dir, results)
+    wanted = retrain_seeds(trial, seeds)
+    finished = [seed for seed in wanted if finished_run(out / str(seed))]
+    pending = [seed for seed in wanted if seed not in finished]
+    if not pending:
+        return None, trial, finished
     parser = OverridesParser.create()
     replaced = {o.key_or_group for o in parser.parse_overrides(list(extra))}
-    overrides = [o.input_line for o in parser.parse_overrides(retrain_overrides(trial, best, seeds, out))
+    overrides = [o.input_line for o in parser.parse_overrides(retrain_overrides(trial, best, pending, out))
                  if o.key_or_group not in replaced]
-    return [sys.executable, "-m", "dml_bench.train", "-m", *overrides, *extra], trial
+    return [sys.executable, "-m", "dml_bench.train", "-m", *overrides, *extra], trial, finished
