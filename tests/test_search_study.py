@@ -20,6 +20,7 @@ from dml_bench.comparison.search_space import override_value, parse_space
 from dml_bench.comparison.sweep_study import HEARTBEAT, LOST, OWNER, SweepStudy
 from dml_bench.engine.search_trial import open_storage
 from dml_bench.runtime.errors import UserError
+from scripts.bench_search_storage import main as bench_main
 from tests.helpers.config import CONFIG_DIR
 from tests.helpers.runs import run_train
 from tests.helpers.tiny_runs import kill_when, start_train, tiny_args, tiny_glyphs
@@ -170,6 +171,14 @@ def test_workers_claiming_at_once_share_one_budget(tmp_path):
     claimed = sorted(n for _ in range(6) for n in results.get(timeout=5))
     assert claimed == [0, 1, 2, 3, 4]
     assert study(tmp_path, n_trials=5).counts()["running"] == 5
+
+
+def test_the_storage_benchmark_reports_each_storages_overhead_per_trial(capsys):
+    assert bench_main(["--trials", "3", "--trial-seconds", "10"]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert [row[0] for row in rows] == ["| in memory (the sampler alone)", "| journal file", "| SQLite"]
+    for row in rows:  # the overhead's ratio to the 10 s trial
+        assert float(row[4].rstrip(" |")) == pytest.approx(float(row[3]) / 1000 / 10, rel=0.05, abs=1e-4)
 
 
 # ---- through the real sweeper, on tiny runs ---------------------------------------------------------------
