@@ -246,3 +246,15 @@ def test_pruning_stops_a_trial_worse_than_the_median(tmp_path):
     history = (sweep / "1" / "history.jsonl").read_text().splitlines()
     assert len(history) == 2 and not (sweep / "1" / "metrics.json").exists()  # epochs 0 and 1, then it stopped
     assert math.isclose(yaml.safe_load((sweep / RESULTS_FILE).read_text())["best_value"], first.value)
+
+
+@pytest.mark.slow
+def test_the_submitit_launcher_runs_batches_of_n_jobs_trials(tmp_path):
+    data, sweep = tiny_glyphs(tmp_path / "data"), tmp_path / "sweep"
+    result = run_train(*search_args(data, sweep, "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
+                                    "hydra/launcher=slurm_local"))
+    output = result.stdout + result.stderr
+    batches = [re.findall(r"\t#(\d+) :", part) for part in output.split("Submitit 'local' sweep output dir")[1:]]
+    assert batches == [["0", "1"], ["2"]]  # two trials asked together, then the last
+    assert [(t.number, t.state) for t in trials_of(sweep)] == [(n, TrialState.COMPLETE) for n in range(3)]
+    assert all((sweep / str(n) / "metrics.json").is_file() for n in range(3))
