@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from dml_bench.comparison.search_record import RESULTS_FILE
 from dml_bench.comparison.search_space import override_value, parse_space
 from dml_bench.comparison.sweep_study import HEARTBEAT, LOST, OWNER, SweepStudy
-from dml_bench.engine.search_trial import open_storage
+from dml_bench.engine.search_trial import PRUNED_AT, RunPruned, TrialReport, build_pruner, open_storage
 from dml_bench.runtime.errors import UserError
 from scripts.bench_search_storage import main as bench_main
 from tests.helpers.config import CONFIG_DIR
@@ -171,6 +171,31 @@ def test_workers_claiming_at_once_share_one_budget(tmp_path):
     claimed = sorted(n for _ in range(6) for n in results.get(timeout=5))
     assert claimed == [0, 1, 2, 3, 4]
     assert study(tmp_path, n_trials=5).counts()["running"] == 5
+
+
+def test_a_trial_reports_each_epoch_and_stops_below_the_median(tmp_path):
+    import optuna
+
+    storage = open_storage(str(tmp_path / "study.journal"))
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize",
+                                pruner=build_pruner("median", {"median": {"n_startup_trials": 1, "n_warmup_steps": 0}}))
+    first = study.ask()
+    for epoch, value in ((1, 0.4), (2, 0.6)):
+        first.report(value, epoch)
+    study.tell(first, 0.6)
+    for value, pruned in ((0.5, False), (0.3, True)):  # against the median of trial 0 at epoch 1, 0.4
+        trial = study.ask()
+        report = TrialReport(study, trial._trial_id, "map@r")
+        report.evaluation({"epoch": 0, "metrics": {"map@r": 0.0}})  # before training: not reported
+        report.evaluation({"epoch": 1, "metrics": {"map@r": value}})
+        assert storage.get_trial(trial._trial_id).intermediate_values == {1: value}
+        if pruned:
+            with pytest.raises(RunPruned, match="trial 2 pruned at epoch 1: its validation map@r 0.3000"):
+                report.flush()
+            assert storage.get_trial(trial._trial_id).user_attrs[PRUNED_AT] == 1
+        else:
+            report.flush()
+            assert PRUNED_AT not in storage.get_trial(trial._trial_id).user_attrs
 
 
 def test_the_storage_benchmark_reports_each_storages_overhead_per_trial(capsys):
