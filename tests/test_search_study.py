@@ -4,7 +4,9 @@ real sweeper on tiny runs, a killed search resumed, two workers on one sweep fol
 
 import math
 import multiprocessing
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -21,9 +23,9 @@ from dml_bench.comparison.sweep_study import HEARTBEAT, LOST, OWNER, SweepStudy
 from dml_bench.engine.search_trial import PRUNED_AT, RunPruned, TrialReport, build_pruner, open_storage
 from dml_bench.runtime.errors import UserError
 from scripts.bench_search_storage import main as bench_main
-from tests.helpers.config import CONFIG_DIR
+from tests.helpers.config import CONFIG_DIR, ROOT
 from tests.helpers.runs import run_train
-from tests.helpers.tiny_runs import kill_when, start_train, tiny_args, tiny_glyphs
+from tests.helpers.tiny_runs import ENV, kill_when, start_train, tiny_args, tiny_glyphs
 
 # ---- the search space -------------------------------------------------------------------------------------
 
@@ -283,3 +285,28 @@ def test_the_submitit_launcher_runs_batches_of_n_jobs_trials(tmp_path):
     assert batches == [["0", "1"], ["2"]]  # two trials asked together, then the last
     assert [(t.number, t.state) for t in trials_of(sweep)] == [(n, TrialState.COMPLETE) for n in range(3)]
     assert all((sweep / str(n) / "metrics.json").is_file() for n in range(3))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_compare_again_on_its_folder_runs_only_what_is_missing(tmp_path):
+    data, out = tiny_glyphs(tmp_path / "data"), tmp_path / "compare"
+    tiny = [a for a in tiny_args(data) if not a.startswith(("experiment=", "trainer.epochs="))]
+    command = ["make", "--no-print-directory", "compare", f"PY={sys.executable}", "STAMP=", f"COMPARE_DIR={out}",
+               "COMPARE_LOSSES=cross_entropy spce", "COMPARE_TRIALS=1", "COMPARE_SEEDS=2", "COMPARE_EPOCHS=1",
+               f"ARGS={' '.join(tiny)}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **ENV}
+    first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    runs = sorted(out.glob("*/0/metrics.json")) + sorted(out.glob("*/retrain/*/metrics.json"))
+    assert len(runs) == 2 + 2 * 2  # one trial and two seeds per loss
+    interrupted = out / "spce" / "retrain" / "2" / "metrics.json"
+    interrupted.unlink()  # as if make compare was killed during that run
+    before = {path: path.stat().st_mtime_ns for path in runs if path != interrupted}
+    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert second.stdout.count("1 of 1 trials finished") == 2  # both searches: nothing to run
+    assert "finished, not run again: seed 1, 2" in second.stdout  # cross_entropy's retraining
+    assert "finished, not run again: seed 1 " in second.stdout  # spce's, whose seed 2 runs again
+    assert {path: path.stat().st_mtime_ns for path in before} == before and interrupted.is_file()
+    assert "Against loss=cross_entropy" in (out / "comparison.md").read_text()
