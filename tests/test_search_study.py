@@ -2,6 +2,7 @@
 real journal file (claims, lost trials, K workers, settings that must not change), and, through the
 real sweeper on tiny runs, a killed search resumed, two workers on one sweep folder, and pruning."""
 
+import json
 import math
 import multiprocessing
 import os
@@ -19,7 +20,7 @@ from optuna.trial import TrialState
 
 from dml_bench.comparison.search_record import RESULTS_FILE
 from dml_bench.comparison.search_space import override_value, parse_space
-from dml_bench.comparison.sweep_study import HEARTBEAT, LOST, OWNER, SweepStudy
+from dml_bench.comparison.sweep_study import HEARTBEAT, LOST, OWNER, RECOVERED, SweepStudy
 from dml_bench.engine.search_trial import PRUNED_AT, RunPruned, TrialReport, build_pruner, open_storage
 from dml_bench.runtime.errors import UserError
 from scripts.bench_search_storage import main as bench_main
@@ -119,6 +120,21 @@ def test_a_trial_of_a_dead_worker_is_lost_and_its_slot_given_again(tmp_path):
     assert lost.state == TrialState.FAIL and "ended" in lost.user_attrs[LOST]
     worker.study.tell(second[0], state=TrialState.FAIL)  # not by the sweeper: no failure reason, not counted
     assert worker.counts()["lost"] == 2
+
+
+def test_a_trial_whose_run_finished_before_its_worker_died_is_complete(tmp_path):
+    worker = study(tmp_path, n_trials=2)
+    (trial,), _ = worker.claim(SPACE)
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "metrics.json").write_text(json.dumps({  # the run's end: its test written after its fit
+        "status": "completed", "selected_on": "validation", "metrics": {"map@r": 0.2},
+        "validation_metrics": {"map@r": 0.375}}))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    worker.storage.set_trial_system_attr(trial._trial_id, OWNER, {**worker.owner, "pid": int(dead.stdout)})
+    (again,), counts = worker.claim(SPACE)
+    recovered = worker.storage.get_trial(trial._trial_id)
+    assert (recovered.state, recovered.value, again.number) == (TrialState.COMPLETE, 0.375, 1)  # not the test value
+    assert counts["complete"] == 1 and counts["lost"] == 0 and RECOVERED in recovered.user_attrs
 
 
 def test_a_trial_without_a_heartbeat_for_the_grace_period_is_lost(tmp_path):

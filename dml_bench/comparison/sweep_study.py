@@ -5,13 +5,15 @@ file in the sweep folder, so that K workers started on one sweep folder run ``n_
 in total, each number once. A trial counts against the budget once it is complete, pruned, or
 failed by its own run's error; a trial whose worker died is *lost*: marked failed, not counted,
 and its slot goes to a new trial (number N + 1, ...; trial numbers are never reused, so
-``SWEEP_DIR/N/`` is written by one trial only).
+``SWEEP_DIR/N/`` is written by one trial only). A trial whose worker died after its run had
+finished is complete, with the objective its ``metrics.json`` holds.
 
 A worker proves its running trials alive by a heartbeat (``hydra.sweeper.heartbeat_interval``):
 a trial whose heartbeat is older than ``hydra.sweeper.grace_period``, or whose worker is a process
 of this machine that no longer exists, is lost. Each trial is drawn by a TPE sampler seeded with
-(``sampler.seed``, the trial's number), so that a resumed search draws as the uninterrupted one
-would have from the same history.
+(``sampler.seed``, the trial's number): its draw depends on the seed, its number and the trials
+before it, not on the worker that drew it (a fresh process seeded by the seed alone would repeat
+trial 0's draw after each restart).
 """
 
 import json
@@ -25,12 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from dml_bench.comparison.search import finished_run
 from dml_bench.engine.search_trial import PRUNED_AT, build_pruner, open_storage
 from dml_bench.runtime.errors import UserError
 
 SETTINGS = "dml_bench"  # the study's user attribute: the settings it was started with
 FAILURE = "failure"  # a trial's user attribute: why its run failed (it counts against the budget)
 LOST = "lost"  # a trial's user attribute: why it was failed without counting
+RECOVERED = "recovered"  # a trial's user attribute: its worker died after its run had finished
 OWNER, HEARTBEAT = "dml_bench:owner", "dml_bench:heartbeat"  # a running trial's system attributes
 LOCK = "budget"  # SWEEP_DIR/budget.lock, held while a worker claims trials
 # Settings a resumed or joining worker must share with the study: its command line's overrides, the
@@ -136,11 +140,29 @@ class SweepStudy:
             if why is None:
                 continue
             try:
+                value = self._finished_objective(trial.number)
+                if value is not None:  # the run had ended, its worker died before telling the study
+                    self.storage.set_trial_user_attr(trial._trial_id, RECOVERED, why)
+                    self.study.tell(trial.number, value)
+                    say(f"trial {trial.number} was running when {why}, but its run had finished: complete, its "
+                        f"objective {value:.4f} read from {self.sweep_dir / str(trial.number)}/metrics.json")
+                    continue
                 self.storage.set_trial_user_attr(trial._trial_id, LOST, why)
                 self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
                 say(f"trial {trial.number} was running when {why}: marked failed, not counted against the budget")
             except UpdateFinishedTrialError:
                 pass  # finished meanwhile
+
+    def _finished_objective(self, number: int) -> float | None:
+        """The objective trial ``number``'s finished run returned: its metrics.json's validation value
+        of the monitored metric (``objective``: "validation map@r"); None for a run that did not finish."""
+        folder = self.sweep_dir / str(number)
+        if not finished_run(folder):
+            return None
+        split, monitor = self.settings["objective"].split(" ", 1)
+        summary = json.loads((folder / "metrics.json").read_text())
+        value = summary.get(f"{split}_metrics", {}).get(monitor)
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
     def _lost(self, trial, now: float) -> str | None:
         owner = trial.system_attrs.get(OWNER) or {}
