@@ -23,6 +23,7 @@ SWEEP_EPOCHS ?= 8
 
 # make compare: each loss's equal-budget search, its winner retrained with seeds, the comparison
 # with cross-entropy and its plot (docs/comparisons.md). The default budget suits a 2-core CPU.
+# The same command with the same COMPARE_DIR resumes: finished searches and retraining runs are kept.
 COMPARE_LOSSES ?= cross_entropy contrastive multi_similarity triplet proxy_anchor spce
 COMPARE_EXPERIMENT ?= quickstart
 COMPARE_TRIALS ?= 4

@@ -16,6 +16,7 @@ from dml_bench.data.splits import open_split
 from dml_bench.data.validation import class_disjoint_split, fold_split
 from dml_bench.engine.optim import param_groups
 from dml_bench.engine.recorders import Recorder, Recorders, RunContext, RunFiles
+from dml_bench.engine.search_trial import trial_report
 from dml_bench.engine.trainer import TrainerSettings
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.losses.compat import check_miner
@@ -276,4 +277,5 @@ def build_recorder(cfg: DictConfig, run_dir: Path, world: distributed.World, dat
     if cfg.trainer.log_retrievals and not any(isinstance(lg, RetrievalBoard | MLflowRetrievalBoard) for lg in loggers):
         log.warning("trainer.log_retrievals=true draws its pictures for logger=tensorboard or logger=mlflow; "
                     "with logger=%s none is drawn.", list(cfg.get("logger") or []))
-    return Recorders([RunFiles(run_dir), *loggers])
+    report = trial_report(cfg)  # a search trial with a pruner: last, so that the others record a pruned epoch
+    return Recorders([RunFiles(run_dir), *loggers, *([report] if report else [])])

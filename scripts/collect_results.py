@@ -14,7 +14,8 @@ Runs of experiment=paper_* are also compared with the paper's Recall@K. With --c
 --compare loss=cross_entropy), every other configuration is set against that baseline: the
 difference of each metric over runs matched by seed (and protocol.fold), its paired t 95% CI,
 paired t and Wilcoxon p-values with Holm's correction; a configuration with a single run is
-compared by a paired bootstrap over the test queries (per_query.npz in both run folders).
+compared over the test queries (per_query.npz in both run folders): the paired randomization test's p
+and the paired bootstrap's interval.
 With --concatenated, the folds of each protocol=cross_validation configuration are also
 evaluated together: each fold's best.pt embeds the test split, the embeddings are concatenated
 and evaluated once (dml_bench/comparison/concatenated.py); written to concatenated.csv beside the results CSV.
@@ -49,8 +50,9 @@ def main(argv=None) -> int:
     parser.add_argument("--comparison-csv", type=Path,
                         help="CSV of the comparison (default: comparison.csv beside the results CSV)")
     parser.add_argument("--bootstrap-samples", type=int, default=10000,
-                        help="resamples of the test queries when single runs are compared (default 10000)")
-    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of those resamples (default 0)")
+                        help="when single runs are compared over the test queries: random sign flips of the "
+                             "randomization test and resamples of the bootstrap interval (default 10000)")
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of those draws (default 0)")
     parser.add_argument("--concatenated", action="store_true",
                         help="also evaluate the concatenated fold models of each cross-validated configuration")
     parser.add_argument("--trust-target", action="append", default=[], metavar="NAME[,NAME...]",

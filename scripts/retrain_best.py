@@ -6,7 +6,8 @@
 Reads the best parameters from SWEEP_DIR/optimization_results.yaml and the search's command line
 from the best trial's folder, then launches ``python -m dml_bench.train -m`` with that command
 line, without search=, with its loss, miner, sampler and protocol, the best parameters and
-``seed=1,...,N`` (the search trained with seed 0), in DIR (default SWEEP_DIR/retrain). Overrides
+``seed=1,...,N`` (the search trained with seed 0), each in DIR/SEED (DIR: SWEEP_DIR/retrain by
+default); a seed whose run there has finished is not run again. Overrides
 after ``--`` are added or replace the same key's (trainer.epochs=30, hydra/launcher=slurm...). docs/comparisons.md.
 A ``_target_`` in the trial's overrides that configs/ does not name is refused unless --trust-target
 names it (docs/reliability.md).
@@ -36,12 +37,18 @@ def main(argv=None) -> int:
     if args.seeds < 1:
         parser.error("--seeds must be positive")
     try:
-        command, trial = retrain_command(args.sweep_dir, args.seeds, args.out or args.sweep_dir / "retrain",
-                                         overrides, [n for names in args.trust_target for n in names.split(",")])
+        out = args.out or args.sweep_dir / "retrain"
+        command, trial, finished = retrain_command(args.sweep_dir, args.seeds, out, overrides,
+                                                   [n for names in args.trust_target for n in names.split(",")])
     except UserError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
-    print(f"best trial: {trial}\n{shlex.join(command)}", flush=True)
+    print(f"best trial: {trial}", flush=True)
+    if finished:
+        print(f"finished, not run again: seed {', '.join(map(str, finished))} ({out}/SEED)", flush=True)
+    if command is None:
+        return 0
+    print(shlex.join(command), flush=True)
     if args.dry_run:
         return 0
     return subprocess.run(command, check=False).returncode

@@ -1,4 +1,4 @@
-"""Equal-budget search: the search files, a real two-trial search through hydra-optuna-sweeper,
+"""Equal-budget search: the search files, a real two-trial search through dml_bench's sweeper,
 the refusal of protocol=paper, the retraining of the winner, and its comparison table and plot."""
 
 import json
@@ -8,16 +8,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from matplotlib.image import imread
 from omegaconf import OmegaConf
 from scipy import stats
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from dml_bench.comparison.compare import compare
 from dml_bench.comparison.runs import read_runs
 from dml_bench.comparison.search import RESULTS_FILE, SEARCH_GROUPS, ProtocolGuard, retrain_command
+from dml_bench.comparison.search_record import OBJECTIVE_TAG, RECORD_FILE
+from dml_bench.engine.search_trial import open_storage
 from scripts.plot_comparison import bars
 from scripts.plot_comparison import main as plot_main
 from scripts.retrain_best import main as retrain_main
@@ -63,7 +68,7 @@ def test_a_search_file_selects_only_the_search_groups_and_comments_each_range(na
 def test_every_search_has_the_same_budget_seed_and_objective_and_real_keys(name):
     cfg = compose_search("experiment=quickstart", f"search={name}")
     sweeper = cfg.hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper")
+    assert sweeper._target_ == "hydra_plugins.dml_bench_sweeper.EqualBudgetSweeper"
     assert (sweeper.direction, sweeper.n_trials, sweeper.sampler.seed, sweeper.n_jobs) == ("maximize", 20, 0, 1)
     assert sweeper.study_name == name
     assert (cfg.protocol.name, cfg.trainer.monitor) == ("rigorous", "map@r")  # validation MAP@R
@@ -101,7 +106,7 @@ def test_a_single_run_of_a_search_with_protocol_paper_is_refused_too(capsys):
 
 @pytest.fixture(scope="module")
 def search_dir(tmp_path_factory):
-    """A real two-trial search=contrastive through hydra-optuna-sweeper on tiny data."""
+    """A real two-trial search=contrastive through dml_bench's sweeper on tiny data."""
     root = tmp_path_factory.mktemp("search")
     data = tiny_glyphs(root / "data")
     sweep = root / "sweep"
@@ -143,20 +148,49 @@ def test_the_objective_is_validation_map_at_r_never_a_test_metric(search_dir):
     assert {k: best[0][k] for k in results["best_params"]} == {k: str(v) for k, v in results["best_params"].items()}
 
 
+def test_the_sweep_folder_records_how_the_search_ran(search_dir):
+    record = yaml.safe_load((search_dir / RECORD_FILE).read_text())
+    sweeper = compose_search("experiment=quickstart", "search=contrastive").hydra.sweeper
+    assert record["optuna"] == optuna.__version__ and int(optuna.__version__.split(".")[0]) >= 4
+    assert record["sampler"] == OmegaConf.to_container(sweeper.sampler) and record["sampler"]["seed"] == 0
+    assert (record["n_trials"], record["direction"], record["objective"]) == (2, "maximize", "validation map@r")
+    assert record["storage"] == str(search_dir / "study.journal") and record["pruner"] is None
+    study = optuna.load_study(study_name="contrastive", storage=open_storage(record["storage"]))
+    assert study.user_attrs["dml_bench"]["sampler"] == record["sampler"]  # what the study ran with
+
+
+def test_each_trial_is_a_row_of_tensorboards_hparams_tab(search_dir):
+    for number, (overrides, summary) in trial_results(search_dir).items():
+        (log_dir,) = (search_dir / number / "tb").iterdir()  # the trial's run, beside its scalars
+        events = EventAccumulator(str(log_dir))
+        events.Reload()
+        start = HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+        values = start.session_start_info.hparams
+        assert values["optimizer.lr"].number_value == pytest.approx(float(overrides["optimizer.lr"]))
+        assert values["sampler.m"].number_value == int(overrides["sampler.m"])
+        assert (values["trial"].number_value, values["state"].string_value) == (int(number), "COMPLETE")
+        objective = events.Scalars(OBJECTIVE_TAG)[0].value
+        assert objective == pytest.approx(summary["validation_metrics"]["map@r"], abs=1e-6)
+
+
 @pytest.mark.slow
 def test_a_failed_trial_counts_against_the_budget_and_the_search_goes_on(tmp_path):
     sweep = tmp_path / "sweep"  # lr 1e12 makes the loss diverge: its trial returns None
     result = run_train("-m", *tiny_args(tiny_glyphs(tmp_path / "data"), "trainer.epochs=1", "search=cross_entropy",
                                         "hydra.sweeper.n_trials=2", "optimizer.lr=choice(1e12, 0.1)",
+                                        "hydra.sweeper.sampler.seed=4",  # draws 1e12 for trial 0, 0.1 for trial 1
                                         f"hydra.sweep.dir={sweep}"), env=ENV)
-    assert "Failed experiment" in result.stderr + result.stdout
+    assert "search: trial 0 failed, the run returned None" in result.stdout
+    assert "it counts against the budget" in result.stdout
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
     assert sum((sweep / job / "metrics.json").is_file() for job in ("0", "1")) == 1
-    assert yaml.safe_load((sweep / RESULTS_FILE).read_text())["best_params"]["optimizer.lr"] == 0.1
+    results = yaml.safe_load((sweep / RESULTS_FILE).read_text())
+    assert results["best_params"]["optimizer.lr"] == 0.1 and results["best_trial"] == 1
+    assert results["trials"] == {"complete": 1, "pruned": 0, "failed": 1, "running": 0, "lost": 0}
 
 
 def constructed_sweep(root: Path) -> Path:
-    """A search folder as hydra-optuna-sweeper leaves it, with two trials; trial 1 is the best."""
+    """A search folder as hydra-optuna-sweeper left it (no best_trial), with two trials; trial 1 is the best."""
     sweep = root / "sweep"
     cli = ["experiment=quickstart", "loss=contrastive", "trainer.epochs=3", "search=contrastive", "seed=2"]
     for job, lr in enumerate((0.5, 0.05)):
@@ -177,12 +211,26 @@ def constructed_sweep(root: Path) -> Path:
 
 def test_retrain_command_reruns_the_best_trial_with_new_seeds(tmp_path):
     sweep = constructed_sweep(tmp_path)
-    command, trial = retrain_command(sweep, 3, tmp_path / "out", ["trainer.epochs=30"])
-    assert trial == sweep / "1"
+    command, trial, finished = retrain_command(sweep, 3, tmp_path / "out", ["trainer.epochs=30"])
+    assert trial == sweep / "1" and finished == []
     assert command == [sys.executable, "-m", "dml_bench.train", "-m", "experiment=quickstart",
                        "loss=contrastive", "miner=none", "sampler=m_per_class", "protocol=rigorous",
                        "optimizer.lr=0.05", "sampler.m=4", "seed=0,1,3", "hydra/launcher=slurm",
-                       f"hydra.sweep.dir={tmp_path / 'out'}", "trainer.epochs=30"]
+                       f"hydra.sweep.dir={tmp_path / 'out'}", "hydra.sweep.subdir=${seed}", "trainer.epochs=30"]
+
+
+def test_retraining_again_runs_only_the_seeds_whose_run_has_not_finished(tmp_path):
+    sweep, out = constructed_sweep(tmp_path), tmp_path / "out"
+    for seed, summary in ((0, {"status": "completed", "selected_on": "validation", "validation_metrics": {}}),
+                          (1, {"status": "completed", "selected_on": "validation"})):  # 1: killed in its test
+        (out / str(seed)).mkdir(parents=True)
+        (out / str(seed) / "metrics.json").write_text(json.dumps(summary))
+    command, _, finished = retrain_command(sweep, 3, out)
+    assert finished == [0] and "seed=1,3" in command
+    (out / "1" / "metrics.json").write_text(json.dumps({"status": "completed", "selected_on": "test"}))
+    (out / "3").mkdir()
+    (out / "3" / "metrics.json").write_text(json.dumps({"status": "completed", "selected_on": "test"}))
+    assert retrain_command(sweep, 3, out)[0] is None
 
 
 def test_retrain_best_dry_run_prints_the_command_and_refuses_other_folders(tmp_path, capsys):
@@ -190,7 +238,8 @@ def test_retrain_best_dry_run_prints_the_command_and_refuses_other_folders(tmp_p
     assert retrain_main([str(sweep), "--seeds", "2", "--dry-run"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == f"best trial: {sweep / '1'}"
-    assert shlex.split(printed[1])[-3:] == ["seed=0,1", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep / 'retrain'}"]
+    assert shlex.split(printed[1])[-4:] == ["seed=0,1", "hydra/launcher=slurm", f"hydra.sweep.dir={sweep / 'retrain'}",
+                                            "hydra.sweep.subdir=${seed}"]
     assert retrain_main([str(tmp_path), "--dry-run"]) == 1
     assert f"{tmp_path / RESULTS_FILE} is missing" in capsys.readouterr().err
 
@@ -200,13 +249,16 @@ def test_retrain_best_trains_the_winner(search_dir):
     """One real retraining run (seed 1, the search's seed being 0) of the search's winner."""
     assert retrain_main([str(search_dir), "--seeds", "1"]) == 0
     best = yaml.safe_load((search_dir / RESULTS_FILE).read_text())["best_params"]
-    run = search_dir / "retrain" / "0"
+    run = search_dir / "retrain" / "1"  # the folder of seed 1
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
     assert "seed=1" in overrides and "loss=contrastive" in overrides and "search=contrastive" not in overrides
     config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
     assert config["loss"]["neg_margin"] == pytest.approx(best["loss.neg_margin"]) and config["sampler"]["m"] == best[
         "sampler.m"]
     assert json.loads((run / "metrics.json").read_text())["selected_on"] == "validation"
+    before = (run / "metrics.json").stat().st_mtime_ns
+    assert retrain_main([str(search_dir), "--seeds", "1"]) == 0  # again: nothing left to run
+    assert (run / "metrics.json").stat().st_mtime_ns == before
 
 
 def winners(root):

@@ -1,5 +1,6 @@
 """Statistics of the results tables: paired comparisons of configurations against a baseline
-(paired Student t, Wilcoxon, Holm; paired bootstrap over the test queries for single runs), set
+(paired Student t, Wilcoxon, Holm; for single runs, over the test queries, the paired randomization
+test and the paired bootstrap interval), set
 against scipy.stats computed here independently, and the per-query file they read."""
 
 import csv
@@ -12,7 +13,7 @@ from scipy import stats
 
 from dml_bench.comparison.compare import compare, comparison_table
 from dml_bench.comparison.runs import read_run, read_runs
-from dml_bench.comparison.significance import holm, paired_bootstrap, paired_test
+from dml_bench.comparison.significance import holm, paired_randomization, paired_test
 from dml_bench.evaluation import retrieval_metrics
 from dml_bench.evaluation.per_query import PER_QUERY_FILE, check_against_metrics, load_per_query, save_per_query
 from dml_bench.evaluation.retrieval import QUERY_INDEX, per_query_means
@@ -227,7 +228,7 @@ def test_runs_are_matched_by_seed_and_fold(tmp_path):
     assert row["p"] == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
 
 
-# --- single runs: the paired bootstrap over the test queries --------------------------------------------------------
+# --- single runs: the paired randomization test and bootstrap over the test queries --------------------------------
 
 NUM_QUERIES = 2000
 
@@ -253,17 +254,17 @@ def single_run(folder, loss, values):
     save_per_query(folder / PER_QUERY_FILE, values, {"epoch": 3, "split": "test"})
 
 
-def test_paired_bootstrap_is_seeded_and_recovers_a_known_difference():
+def test_paired_randomization_is_seeded_and_recovers_a_known_difference():
     a, b = per_query_pair(np.random.default_rng(0))
     differences = {m: b[m].astype(float) - a[m].astype(float) for m in ("recall@1", "map@r")}
-    first = paired_bootstrap(differences, samples=4000, seed=1)
-    assert first == paired_bootstrap(differences, samples=4000, seed=1)
-    assert first != paired_bootstrap(differences, samples=4000, seed=2)
+    first = paired_randomization(differences, samples=4000, seed=1)
+    assert first == paired_randomization(differences, samples=4000, seed=1)
+    assert first != paired_randomization(differences, samples=4000, seed=2)
 
     hit = first["recall@1"]
     assert hit["n"] == NUM_QUERIES and hit["difference"] == pytest.approx(0.10)
     assert hit["ci_low"] < 0.10 < hit["ci_high"] and hit["ci_low"] > 0
-    assert hit["p"] == pytest.approx(2 / 4001)  # no resampled mean at or below zero
+    assert hit["p"] == pytest.approx(2 / 4001)  # no sign flip reaches 0.10: (0 + 1) / (4000 + 1), twice
     # The percentile interval is close to the normal one of a mean of 2000 values.
     normal = stats.norm.ppf(0.975) * differences["recall@1"].std(ddof=1) / np.sqrt(NUM_QUERIES)
     assert (hit["ci_high"] - hit["ci_low"]) / 2 == pytest.approx(normal, rel=0.1)
@@ -271,7 +272,32 @@ def test_paired_bootstrap_is_seeded_and_recovers_a_known_difference():
     assert ap["ci_low"] < 0 < ap["ci_high"] and ap["p"] > 0.05
 
 
-def test_single_runs_are_compared_by_bootstrap(tmp_path, capsys):
+def test_randomization_p_is_the_exact_sign_flip_test_for_few_queries():
+    """For 10 queries, 2^10 sign flips: scipy enumerates them all, and so does this float64 brute force."""
+    d = np.array([0.5, 0.25, 1.0, 0.0, 0.75, 0.5, -0.25, 1.0, 0.25, -0.5])
+    flips = np.array(np.meshgrid(*[[1.0, -1.0]] * len(d))).reshape(len(d), -1).T
+    means = (flips * d).mean(axis=1)
+    one_sided = min((means >= d.mean() - 1e-12).mean(), (means <= d.mean() + 1e-12).mean())
+    result = paired_randomization({"m": d}, samples=5000, seed=0)["m"]
+    assert result["p"] == pytest.approx(min(1.0, 2 * one_sided)) and one_sided == 42 / 1024
+
+
+def test_paired_randomization_is_scipys_tests_on_the_differences():
+    rng = np.random.default_rng(3)
+    a, b = rng.random(300), rng.random(300) + 0.03
+    result = paired_randomization({"m": b - a}, samples=2000, seed=7)["m"]
+    mean = lambda x, y, axis: np.mean(y - x, axis=axis)  # noqa: E731
+    test = stats.permutation_test((a, b), mean, permutation_type="samples", n_resamples=2000,
+                                  vectorized=True, rng=np.random.default_rng(7))
+    interval = stats.bootstrap((a, b), mean, paired=True, n_resamples=2000, method="percentile",
+                               vectorized=True, rng=np.random.default_rng(7)).confidence_interval
+    assert result["p"] == pytest.approx(test.pvalue)
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx((interval.low, interval.high))
+    constant = paired_randomization({"m": np.full(5, 0.2)}, samples=100)["m"]
+    assert (constant["ci_low"], constant["ci_high"], constant["p"]) == pytest.approx((0.2, 0.2, 2 / 32))
+
+
+def test_single_runs_are_compared_over_their_queries(tmp_path, capsys):
     a, b = per_query_pair(np.random.default_rng(0))
     single_run(tmp_path / "0", "cross_entropy", a)
     single_run(tmp_path / "1", "contrastive", b)
@@ -279,14 +305,14 @@ def test_single_runs_are_compared_by_bootstrap(tmp_path, capsys):
     assert collect_main([*arguments, "--bootstrap-seed", "5"]) == 0
     out = capsys.readouterr().out
     text = out[out.index("Against loss=cross_entropy"):]
-    assert "2000 times (seed 5)" in text
+    assert "2000 random sign flips" in text and "2000 resamples" in text and "seeded 5" in text
     rows = read_csv(tmp_path / "comparison.csv")
     assert_markdown_carries_csv(text, rows)
     by = {r["metric"]: r for r in rows}
-    assert by["recall@1"]["method"] == "bootstrap" and by["recall@1"]["n"] == str(NUM_QUERIES)
+    assert by["recall@1"]["method"] == "randomization" and by["recall@1"]["n"] == str(NUM_QUERIES)
     assert float(by["recall@1"]["ci_low"]) < 0.10 < float(by["recall@1"]["ci_high"])
     assert by["recall@1"]["excludes_zero"] == "1" and by["map@r"]["excludes_zero"] == "0"
-    assert "bootstrap, 2000 queries" in text and "n/a: bootstrap" in text
+    assert "randomization, 2000 queries" in text and "n/a: randomization" in text
     # Seeded: the same numbers again; another seed, another interval.
     assert collect_main([*arguments, "--bootstrap-seed", "5"]) == 0
     assert read_csv(tmp_path / "comparison.csv") == rows
@@ -294,7 +320,7 @@ def test_single_runs_are_compared_by_bootstrap(tmp_path, capsys):
     assert read_csv(tmp_path / "comparison.csv")[0]["ci_low"] != rows[0]["ci_low"]
 
 
-def test_bootstrap_needs_the_same_queries_and_current_files(tmp_path):
+def test_comparing_over_queries_needs_the_same_queries_and_current_files(tmp_path):
     a, b = per_query_pair(np.random.default_rng(0))
     single_run(tmp_path / "0", "cross_entropy", a)
     single_run(tmp_path / "1", "contrastive", b | {QUERY_INDEX: b[QUERY_INDEX] + 1})

@@ -166,7 +166,7 @@ def test_retrain_best_refuses_a_target_that_the_sweep_folder_brings(tmp_path, ca
                               "a _target_ that neither dml_bench's configs nor this command name: torch.load (at "
                               "dataset.test_transform._target_).")
     assert message.endswith("accept it explicitly: add --trust-target torch.load.")
-    command, _ = retrain_command(sweep, 1, tmp_path / "out", trusted=["torch.load"])  # accepted explicitly
+    command, _, _ = retrain_command(sweep, 1, tmp_path / "out", trusted=["torch.load"])  # accepted explicitly
     assert any("_target_:torch.load" in override for override in command)
 
 

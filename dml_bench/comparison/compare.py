@@ -1,5 +1,5 @@
 """``--compare``: every configuration set against a baseline one, paired over matched
-seeds/folds, or, for single runs, by a paired bootstrap over the test queries
+seeds/folds, or, for single runs, by the paired randomization test and the paired bootstrap over the test queries
 (``per_query.npz``, see ``evaluation/per_query.py``); p-values Holm-corrected per metric.
 """
 
@@ -10,11 +10,13 @@ import numpy as np
 
 from dml_bench.comparison.aggregate import grouped
 from dml_bench.comparison.runs import REPLICATES, metric_columns
-from dml_bench.comparison.significance import holm, paired_bootstrap, paired_test
+from dml_bench.comparison.significance import holm, paired_randomization, paired_test
 from dml_bench.evaluation.per_query import PER_QUERY_FILE, check_against_metrics, load_per_query
 from dml_bench.evaluation.retrieval import QUERY_INDEX
 from dml_bench.runtime.errors import UserError
 from dml_bench.runtime.tables import markdown_table
+
+RANDOMIZATION = "randomization"  # the method of single runs' rows
 
 
 class ComparisonError(UserError):
@@ -47,8 +49,9 @@ def compare(records: list[dict], baseline: str, *, bootstrap_samples: int = 1000
     that has its other overrides: per metric, the difference (configuration - baseline).
 
     Runs are matched by ``seed`` and ``protocol.fold``; over n >= 2 matched pairs: paired Student
-    t 95% CI and p, Wilcoxon signed-rank p. One run on each side: paired bootstrap over the test
-    queries from both runs' ``per_query.npz`` (``bootstrap_samples`` draws, ``bootstrap_seed``).
+    t 95% CI and p, Wilcoxon signed-rank p. One run on each side: over the test queries of both
+    runs' ``per_query.npz``, the paired randomization test's p and the paired bootstrap's percentile
+    95% CI (``bootstrap_samples`` draws each, ``bootstrap_seed``).
     Holm's correction runs over all rows (configurations x metrics), separately for ``p`` and
     ``p_wilcoxon``. Returns {"baseline", "keys" (the overrides naming a configuration),
     "rows" (dicts), "skipped" (configurations without a baseline), "bootstrap_samples",
@@ -90,7 +93,7 @@ def compare(records: list[dict], baseline: str, *, bootstrap_samples: int = 1000
     rows = []
     for config, base_runs, other_runs in pairs:
         if len(base_runs) == 1:
-            rows += _bootstrap_rows(config, base_runs[0], other_runs[0], names, bootstrap_samples, bootstrap_seed)
+            rows += _query_rows(config, base_runs[0], other_runs[0], names, bootstrap_samples, bootstrap_seed)
         else:
             rows += _paired_rows(config, base_runs, other_runs, names)
     for column in ("p", "p_wilcoxon"):
@@ -136,21 +139,21 @@ def _paired_rows(config: dict, base_runs: list[dict], other_runs: list[dict], na
     return rows
 
 
-def _bootstrap_rows(config: dict, base_run: dict, other_run: dict, names: list[str], samples: int,
-                    seed: int) -> list[dict]:
+def _query_rows(config: dict, base_run: dict, other_run: dict, names: list[str], samples: int,
+                seed: int) -> list[dict]:
     (base, base_file), (other, other_file) = (_per_query(run) for run in (base_run, other_run))
     if not np.array_equal(base[QUERY_INDEX], other[QUERY_INDEX]):
         raise ComparisonError(f"{base_file} and {other_file} hold different queries ({len(base[QUERY_INDEX])} and "
-                              f"{len(other[QUERY_INDEX])} kept): a paired bootstrap needs both runs evaluated on "
-                              "the same test set")
+                              f"{len(other[QUERY_INDEX])} kept): a paired test over the queries needs both runs "
+                              "evaluated on the same test set")
     shared = [m for m in names if m in base and m in other and m != QUERY_INDEX]
-    results = paired_bootstrap({m: other[m].astype(np.float64) - base[m].astype(np.float64) for m in shared},
-                               samples=samples, seed=seed) if shared else {}
+    results = paired_randomization({m: other[m].astype(np.float64) - base[m].astype(np.float64) for m in shared},
+                                   samples=samples, seed=seed) if shared else {}
     rows = []
     for m in names:
         base_mean, mean = base_run["metrics"].get(m), other_run["metrics"].get(m)
         if m in results:
-            rows.append(_row(config, m, "bootstrap", base_mean, mean, results[m]))
+            rows.append(_row(config, m, RANDOMIZATION, base_mean, mean, results[m]))
         elif base_mean is not None and mean is not None:
             rows.append(_row(config, m, "no test", base_mean, mean, {"n": 1, "difference": mean - base_mean,
                                                                       "notes": ["single runs, no per-query values"]}))
@@ -161,7 +164,7 @@ def _per_query(run: dict) -> tuple[dict, Path]:
     path = Path(run["run"]) / PER_QUERY_FILE
     if not path.exists():
         raise ComparisonError(f"{path} is missing: a configuration with a single run is compared by a paired "
-                              "bootstrap over the test queries, from the per-query values every evaluation "
+                              "randomization test over the test queries, from the per-query values every evaluation "
                               "writes; re-evaluate the run, or run more seeds")
     values, _ = load_per_query(path)
     disagree = check_against_metrics(values, run["metrics"])
@@ -210,10 +213,12 @@ def comparison_table(comparison: dict) -> tuple[str, list[str], list[list]]:
     if "paired t" in methods:
         caption.append("Paired t: mean difference over the matched runs, its 95% CI (paired Student t) and p "
                        "(scipy.stats.ttest_rel); Wilcoxon: signed-rank p (scipy.stats.wilcoxon).")
-    if "bootstrap" in methods:
-        caption.append(f"Bootstrap (one run on each side): the test queries resampled "
-                       f"{comparison['bootstrap_samples']} times (seed {comparison['bootstrap_seed']}), percentile "
-                       "95% CI and two-sided p.")
+    if RANDOMIZATION in methods:
+        caption.append(f"Randomization (one run on each side), over the test queries: p of the paired randomization "
+                       f"test, {comparison['bootstrap_samples']} random sign flips of the per-query differences "
+                       "(scipy.stats.permutation_test, two-sided), and the 95% CI of the paired bootstrap, "
+                       f"{comparison['bootstrap_samples']} resamples of the queries (scipy.stats.bootstrap, "
+                       f"percentile), both seeded {comparison['bootstrap_seed']}.")
     caption.append(f"Holm: Holm's correction across the {m_p} p" + (f" and the {m_w} Wilcoxon p" if m_w else "")
                    + ". *: the 95% CI excludes zero.")
     caption = " ".join(caption)
@@ -225,14 +230,14 @@ def comparison_table(comparison: dict) -> tuple[str, list[str], list[list]]:
 
 
 def _method_text(row: dict) -> str:
-    """``paired t, 5 runs``, ``bootstrap, 1200 queries``..."""
-    one, many = ("query", "queries") if row["method"] == "bootstrap" else ("run", "runs")
+    """``paired t, 5 runs``, ``randomization, 1200 queries``..."""
+    one, many = ("query", "queries") if row["method"] == RANDOMIZATION else ("run", "runs")
     return f"{row['method']}, {row['n']} {one if row['n'] == 1 else many}"
 
 
 def _na(row: dict, column: str) -> str:
-    if row["method"] == "bootstrap" and column == "p_wilcoxon":
-        return "n/a: bootstrap"
+    if row["method"] == RANDOMIZATION and column == "p_wilcoxon":
+        return "n/a: randomization"
     prefix = "t n/a: " if column == "p" else "Wilcoxon n/a: "
     for note in row["notes"]:
         if note.startswith(prefix):

@@ -37,7 +37,7 @@ def percent(value: float) -> str:
 
 def significant_cells(comparison: dict | None) -> set[tuple[tuple, str]]:
     """(configuration values in ``comparison["keys"]`` order, metric) of each comparison row whose
-    Holm-corrected p (paired t, or bootstrap for single runs) is below ``SIGNIFICANCE``."""
+    Holm-corrected p (paired t, or the randomization test for single runs) is below ``SIGNIFICANCE``."""
     if comparison is None:
         return set()
     return {(tuple(row["config"][k] for k in comparison["keys"]), row["metric"]) for row in comparison["rows"]

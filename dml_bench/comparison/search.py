@@ -6,6 +6,7 @@ A search file selects only the groups in ``SEARCH_GROUPS`` (besides the sweeper)
 sweep's command line without ``search=``, plus those groups' choices and the best parameters.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -14,11 +15,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dml_bench.builders import selection_split
+from dml_bench.comparison.search_record import RESULTS_FILE
 from dml_bench.runtime.errors import UserError
 from dml_bench.runtime.trusted_targets import override_targets, refuse_untrusted
 
 SEARCH_GROUPS = ("loss", "miner", "sampler", "protocol")
-RESULTS_FILE = "optimization_results.yaml"  # hydra-optuna-sweeper's, in the sweep folder
 HYDRA_FILE = ".hydra/hydra.yaml"  # in each trial's folder: its overrides and config group choices
 # Hydra overrides of the search that the retraining leaves out: its sweeper, folder and mode.
 SWEEP_ONLY = ("hydra.sweeper", "hydra/sweeper", "hydra.sweep.", "hydra.mode")
@@ -55,22 +56,31 @@ class ProtocolGuard(Callback):
 
 
 def best_parameters(sweep_dir: Path) -> dict:
-    """The best trial's parameters, from the sweep's ``optimization_results.yaml``."""
+    """The sweep's ``optimization_results.yaml``: ``best_params``, ``best_value`` and, from
+    dml_bench's sweeper, ``best_trial`` (its number)."""
     path = sweep_dir / RESULTS_FILE
     if not path.is_file():
-        raise UserError(f"{path} is missing: hydra-optuna-sweeper writes it when a search ends "
+        raise UserError(f"{path} is missing: the search writes it once its budget is spent "
                         "(python -m dml_bench.train -m ... search=NAME); is the search finished, and is "
                         f"{sweep_dir} its hydra.sweep.dir?")
     results = OmegaConf.to_container(OmegaConf.load(path))
     if "best_params" not in results:
         raise UserError(f"{path} has no best_params (a search with several objectives?): retraining "
                         "needs the single best trial of a search= sweep")
-    return results["best_params"]
+    return results
 
 
-def best_trial(sweep_dir: Path, best: dict) -> Path:
-    """The trial folder whose overrides hold the best parameters (the sweeper writes them as
-    ``name=value``, as ``retrain_overrides`` does)."""
+def best_trial(sweep_dir: Path, results: dict) -> Path:
+    """The best trial's folder: ``SWEEP_DIR/best_trial``, or, in a results file without
+    ``best_trial`` (hydra-optuna-sweeper's), the trial folder whose overrides hold the best
+    parameters (written as ``name=value``, as ``retrain_overrides`` does)."""
+    best = results["best_params"]
+    if "best_trial" in results:
+        folder = sweep_dir / str(results["best_trial"])
+        if not (folder / HYDRA_FILE).is_file():
+            raise UserError(f"{folder}, the best trial of {sweep_dir / RESULTS_FILE}, has no {HYDRA_FILE}: is "
+                            f"{sweep_dir} the hydra.sweep.dir of that search?")
+        return folder
     wanted = {f"{name}={value}" for name, value in best.items()}
     for trial in sorted(sweep_dir.glob(f"*/{HYDRA_FILE}")):
         if wanted <= set(OmegaConf.load(trial.parent / "overrides.yaml")):
@@ -79,12 +89,29 @@ def best_trial(sweep_dir: Path, best: dict) -> Path:
                     f"({', '.join(sorted(wanted))}): is {sweep_dir} the hydra.sweep.dir of that search?")
 
 
-def retrain_overrides(trial_dir: Path, best: dict, seeds: int, out: Path, trusted=()) -> list[str]:
-    """The overrides of the multirun that retrains the best trial (``trial_dir``) with ``seeds``
-    seeds, in ``out``: the seeds are the first non-negative integers other than the search's own
-    seed, with which that trial was chosen for its validation score. A ``_target_`` in the trial's
-    overrides must be one that configs/ or ``trusted`` (``--trust-target``) names: the folder may
-    come from anyone (dml_bench.runtime.trusted_targets)."""
+def retrain_seeds(trial_dir: Path, seeds: int) -> list[int]:
+    """The first ``seeds`` non-negative integers other than the search's own seed, with which the
+    best trial was chosen for its validation score (an optimistic draw)."""
+    search_seed = OmegaConf.load(trial_dir / ".hydra" / "config.yaml").seed
+    return [s for s in range(seeds + 1) if s != search_seed][:seeds]
+
+
+def finished_run(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` got to its end: its metrics.json holds the test of the
+    checkpoint it selected (or, selected on test, its summary)."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return False
+    summary = json.loads(path.read_text())
+    return summary.get("status") == "completed" and (
+        summary.get("selected_on") == "test" or "validation_metrics" in summary)
+
+
+def retrain_overrides(trial_dir: Path, best: dict, seeds: list[int], out: Path, trusted=()) -> list[str]:
+    """The overrides of the multirun that retrains the best trial (``trial_dir``) with ``seeds``,
+    each in ``out/SEED/``. A ``_target_`` in the trial's overrides must be one that configs/ or
+    ``trusted`` (``--trust-target``) names: the folder may come from anyone
+    (dml_bench.runtime.trusted_targets)."""
     hydra = OmegaConf.load(trial_dir / HYDRA_FILE).hydra
     refuse_untrusted(override_targets([*hydra.overrides.task, *hydra.overrides.hydra]),
                      trial_dir / HYDRA_FILE, trusted, lambda names: f"add --trust-target {names}")
@@ -97,22 +124,27 @@ def retrain_overrides(trial_dir: Path, best: dict, seeds: int, out: Path, truste
     task = [o.input_line for o in parser.parse_overrides(list(hydra.overrides.task)) if o.key_or_group not in dropped]
     hydra_overrides = [o.input_line for o in parser.parse_overrides(list(hydra.overrides.hydra))
                        if not o.key_or_group.startswith(SWEEP_ONLY)]
-    search_seed = OmegaConf.load(trial_dir / ".hydra" / "config.yaml").seed
-    seed_list = [s for s in range(seeds + 1) if s != search_seed][:seeds]
     return [*task, *(f"{group}={choices[group]}" for group in SEARCH_GROUPS),
             *(f"{name}={value}" for name, value in best.items()),
-            f"seed={','.join(map(str, seed_list))}", *hydra_overrides, f"hydra.sweep.dir={out}"]
+            f"seed={','.join(map(str, seeds))}", *hydra_overrides, f"hydra.sweep.dir={out}",
+            "hydra.sweep.subdir=${seed}"]
 
 
 def retrain_command(sweep_dir: Path, seeds: int, out: Path, extra: list[str] = (),
-                    trusted=()) -> tuple[list[str], Path]:
+                    trusted=()) -> tuple[list[str] | None, Path, list[int]]:
     """``python -m dml_bench.train -m OVERRIDES...``, the retraining of the sweep's winner (``extra``
-    overrides added or in place of the same key's), and the winner's trial folder; ``trusted``:
-    the targets the user accepts in the trial's overrides besides those of configs/."""
-    best = best_parameters(sweep_dir)
-    trial = best_trial(sweep_dir, best)
+    overrides added or in place of the same key's) with the seeds whose run in ``out/SEED/`` has
+    not finished (None when every one has), the winner's trial folder, and the finished seeds;
+    ``trusted``: the targets the user accepts in the trial's overrides besides those of configs/."""
+    results = best_parameters(sweep_dir)
+    best, trial = results["best_params"], best_trial(sweep_dir, results)
+    wanted = retrain_seeds(trial, seeds)
+    finished = [seed for seed in wanted if finished_run(out / str(seed))]
+    pending = [seed for seed in wanted if seed not in finished]
+    if not pending:
+        return None, trial, finished
     parser = OverridesParser.create()
     replaced = {o.key_or_group for o in parser.parse_overrides(list(extra))}
-    overrides = [o.input_line for o in parser.parse_overrides(retrain_overrides(trial, best, seeds, out, trusted))
+    overrides = [o.input_line for o in parser.parse_overrides(retrain_overrides(trial, best, pending, out, trusted))
                  if o.key_or_group not in replaced]
-    return [sys.executable, "-m", "dml_bench.train", "-m", *overrides, *extra], trial
+    return [sys.executable, "-m", "dml_bench.train", "-m", *overrides, *extra], trial, finished

@@ -1,5 +1,5 @@
 """Per-query retrieval values in a compact file: ``per_query.npz`` in the run folder, for the
-reported epoch, so that two single runs can be compared by a paired bootstrap over the test
+reported epoch, so that two single runs can be compared by paired tests over the test
 queries (``dml_bench.comparison.compare.compare``).
 
 Layout: a compressed NumPy archive (``np.savez_compressed``, read with ``allow_pickle=False``)
