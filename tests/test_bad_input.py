@@ -17,9 +17,9 @@ from tests.helpers.tiny_runs import ENV, assert_reported_once, tiny_csv, tiny_cs
 
 @pytest.mark.parametrize(("images", "overrides", "expected", "fix"), [
     (12, [], r"has 12 images of 4 classes, and a batch of 128 needs 128 distinct images", "trainer.batch_size=12"),
-    (16, ["sampler=m_per_class", "trainer.batch_size=32"],
-     r"has 16 images of 4 classes, and a batch of 32 needs 8 classes \(batch_size / sampler\.m",
-     "trainer.batch_size=16"),
+    pytest.param(16, ["sampler=m_per_class", "trainer.batch_size=32"],
+                 r"has 16 images of 4 classes, and a batch of 32 needs 8 classes \(batch_size / sampler\.m",
+                 "trainer.batch_size=16", marks=pytest.mark.slow),  # 14 s: test_samplers checks the message
 ], ids=["uniform", "m_per_class"])
 def test_a_training_split_smaller_than_a_batch_names_the_split_and_the_fix(tmp_path, images, overrides, expected, fix):
     data = tiny_csv(tmp_path / "data", train_images=images)
@@ -40,6 +40,7 @@ def broken_image(tmp_path_factory):
     return data
 
 
+@pytest.mark.slow  # 15 s; the main-process case and the worker traceback test stay fast
 def test_an_unreadable_image_met_by_a_worker_is_reported_as_in_the_main_process(broken_image, tmp_path):
     paragraphs = []
     for workers in (0, 2):

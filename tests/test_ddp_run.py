@@ -35,6 +35,7 @@ def data(tmp_path_factory):
     return tiny_glyphs(tmp_path_factory.mktemp("tiny_glyphs"))
 
 
+@pytest.mark.slow  # 30 s; test_distributed checks a DDP step, test_resume a single process resumed after SIGKILL
 def test_torchrun_run_resumes_after_sigkill_and_matches_a_single_process(data, tmp_path):
     args = tiny_args(data, "trainer.epochs=2", "model.freeze_bn=true", "loss=contrastive", "miner=multi_similarity",
                      "optimizer.lr=0.05")

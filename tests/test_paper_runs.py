@@ -33,6 +33,7 @@ def data_dir(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # 20 s; test_paper_experiments checks each experiment's composed recipe
 def test_each_paper_experiment_trains_a_few_iterations(data_dir, tmp_path):
     sweep = tmp_path / "sweep"
     # One process for the four. A multirun checks its overrides against the config without the
