@@ -7,7 +7,8 @@ Reads the best parameters from SWEEP_DIR/optimization_results.yaml and the searc
 from the best trial's folder, then launches ``python -m dml_bench.train -m`` with that command
 line, without search=, with its loss, miner, sampler and protocol, the best parameters and
 ``seed=1,...,N`` (the search trained with seed 0), each in DIR/SEED (DIR: SWEEP_DIR/retrain by
-default); a seed whose run there has finished is not run again. Overrides
+default); a seed whose run there has finished is not run again, and one whose run started there
+but did not finish is continued with ``resume=DIR/SEED``. Overrides
 after ``--`` are added or replace the same key's (trainer.epochs=30, hydra/launcher=slurm...). docs/comparisons.md.
 A ``_target_`` in the trial's overrides that configs/ does not name is refused unless --trust-target
 names it (docs/reliability.md).
@@ -19,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dml_bench.comparison.search import retrain_command
+from dml_bench.comparison.search import retrain_commands
 from dml_bench.runtime.errors import UserError
 
 
@@ -38,20 +39,21 @@ def main(argv=None) -> int:
         parser.error("--seeds must be positive")
     try:
         out = args.out or args.sweep_dir / "retrain"
-        command, trial, finished = retrain_command(args.sweep_dir, args.seeds, out, overrides,
-                                                   [n for names in args.trust_target for n in names.split(",")])
+        commands, trial, finished = retrain_commands(args.sweep_dir, args.seeds, out, overrides,
+                                                     [n for names in args.trust_target for n in names.split(",")])
     except UserError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
     print(f"best trial: {trial}", flush=True)
     if finished:
         print(f"finished, not run again: seed {', '.join(map(str, finished))} ({out}/SEED)", flush=True)
-    if command is None:
-        return 0
-    print(shlex.join(command), flush=True)
-    if args.dry_run:
-        return 0
-    return subprocess.run(command, check=False).returncode
+    for command in commands:
+        print(shlex.join(command), flush=True)
+        if not args.dry_run:
+            returncode = subprocess.run(command, check=False).returncode
+            if returncode:
+                return returncode
+    return 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from dml_bench.comparison.compare import compare
 from dml_bench.comparison.runs import read_runs
-from dml_bench.comparison.search import RESULTS_FILE, SEARCH_GROUPS, ProtocolGuard, retrain_command
+from dml_bench.comparison.search import RESULTS_FILE, SEARCH_GROUPS, ProtocolGuard, retrain_commands
 from dml_bench.comparison.search_record import OBJECTIVE_TAG, RECORD_FILE
 from dml_bench.engine.search_trial import open_storage
 from scripts.plot_comparison import bars
@@ -211,12 +211,12 @@ def constructed_sweep(root: Path) -> Path:
 
 def test_retrain_command_reruns_the_best_trial_with_new_seeds(tmp_path):
     sweep = constructed_sweep(tmp_path)
-    command, trial, finished = retrain_command(sweep, 3, tmp_path / "out", ["trainer.epochs=30"])
+    commands, trial, finished = retrain_commands(sweep, 3, tmp_path / "out", ["trainer.epochs=30"])
     assert trial == sweep / "1" and finished == []
-    assert command == [sys.executable, "-m", "dml_bench.train", "-m", "experiment=quickstart",
+    assert commands == [[sys.executable, "-m", "dml_bench.train", "-m", "experiment=quickstart",
                        "loss=contrastive", "miner=none", "sampler=m_per_class", "protocol=rigorous",
                        "optimizer.lr=0.05", "sampler.m=4", "seed=0,1,3", "hydra/launcher=slurm",
-                       f"hydra.sweep.dir={tmp_path / 'out'}", "hydra.sweep.subdir=${seed}", "trainer.epochs=30"]
+                       f"hydra.sweep.dir={tmp_path / 'out'}", "hydra.sweep.subdir=${seed}", "trainer.epochs=30"]]
 
 
 def test_retraining_again_runs_only_the_seeds_whose_run_has_not_finished(tmp_path):
@@ -225,12 +225,15 @@ def test_retraining_again_runs_only_the_seeds_whose_run_has_not_finished(tmp_pat
                           (1, {"status": "completed", "selected_on": "validation"})):  # 1: killed in its test
         (out / str(seed)).mkdir(parents=True)
         (out / str(seed) / "metrics.json").write_text(json.dumps(summary))
-    command, _, finished = retrain_command(sweep, 3, out)
-    assert finished == [0] and "seed=1,3" in command
+    (commands, _, finished), seed_one = retrain_commands(sweep, 3, out), out / "1"
+    # seed 3 has not started: a multirun of it; seed 1 holds its unfinished run: continued, never overwritten
+    assert finished == [0] and len(commands) == 2
+    assert commands[0][3] == "-m" and "seed=3" in commands[0]
+    assert commands[1][3] != "-m" and "seed=1" in commands[1] and commands[1][-1] == f"resume={seed_one}"
     (out / "1" / "metrics.json").write_text(json.dumps({"status": "completed", "selected_on": "test"}))
     (out / "3").mkdir()
     (out / "3" / "metrics.json").write_text(json.dumps({"status": "completed", "selected_on": "test"}))
-    assert retrain_command(sweep, 3, out)[0] is None
+    assert retrain_commands(sweep, 3, out)[0] == []
 
 
 def test_retrain_best_dry_run_prints_the_command_and_refuses_other_folders(tmp_path, capsys):

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dml_bench.comparison.concatenated import evaluate_concatenated
-from dml_bench.comparison.search import retrain_command
+from dml_bench.comparison.search import retrain_commands
 from dml_bench.convert_checkpoint import main as convert_main
 from dml_bench.engine.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from dml_bench.evaluate import evaluate
@@ -166,7 +166,7 @@ def test_retrain_best_refuses_a_target_that_the_sweep_folder_brings(tmp_path, ca
                               "a _target_ that neither dml_bench's configs nor this command name: torch.load (at "
                               "dataset.test_transform._target_).")
     assert message.endswith("accept it explicitly: add --trust-target torch.load.")
-    command, _, _ = retrain_command(sweep, 1, tmp_path / "out", trusted=["torch.load"])  # accepted explicitly
+    (command,), _, _ = retrain_commands(sweep, 1, tmp_path / "out", trusted=["torch.load"])  # accepted explicitly
     assert any("_target_:torch.load" in override for override in command)
 
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from dml_bench.builders import selection_split
 from dml_bench.comparison.search_record import RESULTS_FILE
 from dml_bench.runtime.errors import UserError
+from dml_bench.runtime.run_claim import other_run_files
 from dml_bench.runtime.trusted_targets import override_targets, refuse_untrusted
 
 SEARCH_GROUPS = ("loss", "miner", "sampler", "protocol")
@@ -130,21 +131,29 @@ def retrain_overrides(trial_dir: Path, best: dict, seeds: list[int], out: Path, 
             "hydra.sweep.subdir=${seed}"]
 
 
-def retrain_command(sweep_dir: Path, seeds: int, out: Path, extra: list[str] = (),
-                    trusted=()) -> tuple[list[str] | None, Path, list[int]]:
-    """``python -m dml_bench.train -m OVERRIDES...``, the retraining of the sweep's winner (``extra``
-    overrides added or in place of the same key's) with the seeds whose run in ``out/SEED/`` has
-    not finished (None when every one has), the winner's trial folder, and the finished seeds;
+def retrain_commands(sweep_dir: Path, seeds: int, out: Path, extra: list[str] = (),
+                     trusted=()) -> tuple[list[list[str]], Path, list[int]]:
+    """The commands that retrain the sweep's winner (``extra`` overrides added or in place of the
+    same key's) with the seeds whose run in ``out/SEED/`` has not finished: one
+    ``python -m dml_bench.train -m OVERRIDES...`` of the seeds not started yet, and one
+    ``resume=out/SEED`` of each seed whose run started there but did not finish (a new run never
+    writes over another's files); then the winner's trial folder, and the finished seeds.
     ``trusted``: the targets the user accepts in the trial's overrides besides those of configs/."""
     results = best_parameters(sweep_dir)
     best, trial = results["best_params"], best_trial(sweep_dir, results)
     wanted = retrain_seeds(trial, seeds)
     finished = [seed for seed in wanted if finished_run(out / str(seed))]
-    pending = [seed for seed in wanted if seed not in finished]
-    if not pending:
-        return None, trial, finished
+    started = [seed for seed in wanted if seed not in finished and other_run_files(out / str(seed))]
+    fresh = [seed for seed in wanted if seed not in finished and seed not in started]
     parser = OverridesParser.create()
     replaced = {o.key_or_group for o in parser.parse_overrides(list(extra))}
-    overrides = [o.input_line for o in parser.parse_overrides(retrain_overrides(trial, best, pending, out, trusted))
-                 if o.key_or_group not in replaced]
-    return [sys.executable, "-m", "dml_bench.train", "-m", *overrides, *extra], trial, finished
+
+    def command(seed_list: list[int], resume: Path | None = None) -> list[str]:
+        given = retrain_overrides(trial, best, seed_list, out, trusted)
+        overrides = [o.input_line for o in parser.parse_overrides(given) if o.key_or_group not in replaced]
+        if resume is None:
+            return [sys.executable, "-m", "dml_bench.train", "-m", *overrides, *extra]
+        return [sys.executable, "-m", "dml_bench.train", *overrides, *extra, f"resume={resume}"]
+
+    commands = ([command(fresh)] if fresh else []) + [command([seed], out / str(seed)) for seed in started]
+    return commands, trial, finished
