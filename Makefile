@@ -78,11 +78,11 @@ tensorboard: setup
 # It is looked up as the recipe runs, after setup.
 benchmark = $(or $(shell $(PY) -m dml_bench.data.benchmarks $(DATASET) --field $(1)),$(error DATASET=$(DATASET) is not a benchmark))
 
-data: setup  ## make data DATASET=cub200|cub|cars196|cars|sop|inshop [SOURCE=dir-or-url]
+data: setup  ## make data DATASET=cub200|cub|cars196|cars|sop|inshop|inaturalist|inat|vehicleid [SOURCE=dir-or-url]
 	$(PY) -m dml_bench.prepare_data $(call benchmark,name) --root data/$(call benchmark,name) $(if $(SOURCE),--source $(SOURCE))
 
 # The paper's recipe on one dataset, on a GPU (the command is printed as it runs):
-#   make paper DATASET=cub200|cub|cars196|cars|sop|inshop [ARGS="seed=1 protocol=rigorous"]
+#   make paper DATASET=cub200|cub|cars196|cars|sop|inshop|inaturalist|inat|vehicleid [ARGS="seed=1 protocol=rigorous"]
 paper: setup
 	$(PY) -m dml_bench.train experiment=$(call benchmark,experiment) $(ARGS)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from dml_bench.data.prepare.vehicleid import TEST_SIZES
 from dml_bench.evaluation.knn import BACKENDS
 from dml_bench.evaluation.retrieval import DISTANCES, EXCLUDE_MODES
 from dml_bench.runtime.entry import in_multirun
@@ -101,6 +102,7 @@ CHECKS: dict[str, tuple[Kind, object]] = {
     "trainer.checkpoint_every_steps": (either(None, integer(1)), 100),
     "trainer.distributed": (BOOLEAN, False),
     "trainer.sync_batchnorm": (AUTO_OR_BOOLEAN, False),
+    "dataset.test_size": (one_of(TEST_SIZES), "large"),  # VehicleID's test set
     "sampler.m": (integer(1), 4),
     "optimizer.lr": (POSITIVE, 0.1),
     "optimizer.weight_decay": (NON_NEGATIVE, 0.0005),
