@@ -92,7 +92,11 @@ def retrieval_metrics(
     depth = int(search.positives.max())
     deepest = min(max(ks), search.candidates)
     goes_deeper = deepest > depth  # else every K is within the R nearest
-    hits, ranks = search.hits(kept, depth, cap=deepest if goes_deeper else 0)
+    # Each query needs its own R nearest, and those of the K within ``depth``: on a long-tailed
+    # dataset far fewer than ``depth`` for most (the symmetric search then keeps fewer); the
+    # neighbours past a query's own depth are not looked at, whatever the backend.
+    own_depth = search.positives[kept].clamp(min=min(deepest, depth))
+    hits, ranks = search.hits(kept, depth, cap=deepest if goes_deeper else 0, depths=own_depth)
     first_hit = _first_true(hits)
     missed = first_hit == depth
     if goes_deeper and missed.any():
@@ -167,20 +171,26 @@ class _LabelSearch:
         # R of each query: same-label gallery items, itself not counted
         self.positives = class_sizes[self.query_codes] - int(self.leave_one_out)
 
-    def hits(self, rows: torch.Tensor, k: int, cap: int = 0) -> tuple[torch.Tensor, GroupRank | None]:
-        """(len(rows), k) bool: the i-th nearest gallery item of query ``rows`` has its label;
-        and, where the search can tell it (see ``symmetric.leave_one_out_search``), the rank of each
-        query's nearest same-label item, counted up to ``cap``."""
+    def hits(self, rows: torch.Tensor, k: int, cap: int = 0,
+             depths: torch.Tensor | None = None) -> tuple[torch.Tensor, GroupRank | None]:
+        """(len(rows), k) bool: the i-th nearest gallery item of query ``rows`` has its label
+        (False from ``depths[row]`` on, where given: a row's own depth); and, where the search can
+        tell it (see ``symmetric.leave_one_out_search``), the rank of each query's nearest
+        same-label item, counted up to ``cap``."""
         options = {"metric": self.metric, "backend": self.backend}
         if self.leave_one_out and not self.drop_first:
             neighbors, ranks = leave_one_out_search(
-                self.query, rows, k, groups=self.query_codes if cap else None, cap=cap, **options
+                self.query, rows, k, groups=self.query_codes if cap else None, cap=cap, depths=depths, **options
             )
         else:
             query = self.query if len(rows) == len(self.query) else self.query[rows]
             dropped = int(self.drop_first)  # one neighbour more, then the nearest goes: taken for the query
             neighbors, ranks = nearest_neighbors(query, self.gallery, k + dropped, **options)[:, dropped:], None
-        return self.gallery_codes[neighbors.to(rows.device)] == self.query_codes[rows, None], ranks
+        neighbors = neighbors.to(rows.device).clamp_(min=0)  # -1: past the row's depth, masked below
+        hits = self.gallery_codes[neighbors] == self.query_codes[rows, None]
+        if depths is not None:
+            hits &= torch.arange(k, device=hits.device) < depths.to(hits.device)[:, None]
+        return hits, ranks
 
 
 def _any_k_between(ks, low, high):
