@@ -26,7 +26,7 @@ class RowHeaps:
         self.heaps.heapify()
 
     def worst(self):
-        """(num,) the score a row's heap drops next (-inf while it is not full)."""
+        """(num,) the score a row's heap drops next (float32's lowest while it is not full)."""
         return self.values[:, 0]
 
     def add(self, scores, first_row, first_id):
