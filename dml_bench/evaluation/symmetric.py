@@ -87,7 +87,8 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
     num, take = len(embeddings), min(k + 1, len(embeddings) - 1)
     takes = np.full(num, take) if depths is None else np.minimum(np.asarray(depths) + 1, take)
     order = np.argsort(takes, kind="stable")
-    x = knn.as_faiss_input(embeddings)[order]
+    x = knn.as_faiss_input(embeddings)
+    x = x if depths is None else x[order]  # without depths the order is the identity
     heaps = DepthHeaps(takes[order])
     sq_norms = knn.squared_norms(embeddings).cpu().numpy()[order] if metric == "l2" else None
     counter = None if groups is None else _GroupRankCounter(x, np.asarray(groups)[order], sq_norms, cap)
@@ -109,6 +110,9 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
                     counter.count(row, values)
                 continue
             for rows_here, rows_there, transposed in ((block_i, block_j, False), (block_j, block_i, True)):
+                if counter is None and not transposed:  # FAISS's heaps scan a row-major block in one pass
+                    heaps.add(side.scores(inner, rows_there, transposed=False), rows_here.start, rows_there.start)
+                    continue
                 floor = heaps.worst() if counter is None else np.minimum(heaps.worst(), counter.floor)
                 row, ids, values = side.find(inner, floor, rows_here, rows_there, transposed)
                 heaps.add_sparse(row, ids, values)
