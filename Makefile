@@ -73,7 +73,8 @@ results: setup  ## table of every run under outputs/
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir outputs
 
-# DATASET names a benchmark by its name or alias (cub200 or cub, cars196 or cars, sop, inshop):
+# DATASET names a benchmark by its name or alias (cub200 or cub, cars196 or cars, sop, inshop,
+# inaturalist or inat, vehicleid):
 # $(call benchmark,FIELD) is that FIELD (name, experiment) of its spec, dml_bench/data/benchmarks.py.
 # It is looked up as the recipe runs, after setup.
 benchmark = $(or $(shell $(PY) -m dml_bench.data.benchmarks $(DATASET) --field $(1)),$(error DATASET=$(DATASET) is not a benchmark))
