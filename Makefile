@@ -75,16 +75,17 @@ results: setup  ## table of every run under outputs/
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir outputs
 
-# DATASET names a benchmark by its name or alias (cub200 or cub, cars196 or cars, sop, inshop):
+# DATASET names a benchmark by its name or alias (cub200 or cub, cars196 or cars, sop, inshop,
+# inaturalist or inat, vehicleid):
 # $(call benchmark,FIELD) is that FIELD (name, experiment) of its spec, dml_bench/data/benchmarks.py.
 # It is looked up as the recipe runs, after setup.
 benchmark = $(or $(shell $(PY) -m dml_bench.data.benchmarks $(DATASET) --field $(1)),$(error DATASET=$(DATASET) is not a benchmark))
 
-data: setup  ## make data DATASET=cub200|cub|cars196|cars|sop|inshop [SOURCE=dir-or-url]
+data: setup  ## make data DATASET=cub200|cub|cars196|cars|sop|inshop|inaturalist|inat|vehicleid [SOURCE=dir-or-url]
 	$(PY) -m dml_bench.prepare_data $(call benchmark,name) --root data/$(call benchmark,name) $(if $(SOURCE),--source $(SOURCE))
 
 # The paper's recipe on one dataset, on a GPU (the command is printed as it runs):
-#   make paper DATASET=cub200|cub|cars196|cars|sop|inshop [ARGS="seed=1 protocol=rigorous"]
+#   make paper DATASET=cub200|cub|cars196|cars|sop|inshop|inaturalist|inat|vehicleid [ARGS="seed=1 protocol=rigorous"]
 paper: setup
 	$(PY) -m dml_bench.train experiment=$(call benchmark,experiment) $(ARGS)
 

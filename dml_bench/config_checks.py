@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from dml_bench.data.prepare.vehicleid import TEST_SIZES
 from dml_bench.data.samplers import PER_EPOCH
 from dml_bench.evaluation.knn import BACKENDS
 from dml_bench.evaluation.retrieval import DISTANCES, EXCLUDE_MODES
@@ -102,6 +103,7 @@ CHECKS: dict[str, tuple[Kind, object]] = {
     "trainer.checkpoint_every_steps": (either(None, integer(1)), 100),
     "trainer.distributed": (BOOLEAN, False),
     "trainer.sync_batchnorm": (AUTO_OR_BOOLEAN, False),
+    "dataset.test_size": (one_of(TEST_SIZES), "large"),  # VehicleID's test set
     "sampler.m": (integer(1), 4),
     "sampler.per_epoch": (one_of(PER_EPOCH), "classes"),
     "optimizer.lr": (POSITIVE, 0.1),

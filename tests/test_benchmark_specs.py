@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from dml_bench.comparison.aggregate import PAPER_RECALL
+from dml_bench.config_checks import check_config
 from dml_bench.data.benchmarks import BENCHMARKS, SPECS, benchmark, find_benchmark, names_and_aliases
 from dml_bench.data.benchmarks import main as benchmarks_main
 from dml_bench.data.cache import cache_resize
+from dml_bench.data.prepare.vehicleid import TEST_SIZES, split_of_size
 from dml_bench.data.splits import missing_dataset_error
 from dml_bench.prepare_data import build_parser
 from dml_bench.runtime.errors import UserError
@@ -29,13 +31,14 @@ def by_name(spec):
 
 def test_names_and_aliases_name_one_benchmark_each():
     assert [(spec.name, spec.alias) for spec in SPECS] == [
-        ("cub200", "cub"), ("cars196", "cars"), ("sop", "sop"), ("inshop", "inshop")]
+        ("cub200", "cub"), ("cars196", "cars"), ("sop", "sop"), ("inshop", "inshop"), ("inaturalist", "inat"),
+        ("vehicleid", "vehicleid")]
     keys = [key for spec in SPECS for key in dict.fromkeys((spec.name, spec.alias))]
     assert len(keys) == len(set(keys)) and names_and_aliases() == keys
     assert len({spec.experiment for spec in SPECS}) == len(SPECS)
     assert find_benchmark("glyphs") is None and find_benchmark("CUB") is None
     with pytest.raises(UserError, match=r"Unknown dataset 'glyphs': choose one of cub200 \(or cub\), cars196 "
-                                        r"\(or cars\), sop, inshop\."):
+                                        r"\(or cars\), sop, inshop, inaturalist \(or inat\), vehicleid\."):
         benchmark("glyphs")
 
 
@@ -101,30 +104,50 @@ def test_make_data_passes_the_source_and_refuses_an_unknown_dataset():
 
 def test_every_benchmark_has_its_hydra_files_and_every_hydra_file_its_spec():
     assert {p.stem for p in (CONFIG_DIR / "dataset").glob("*.yaml")} - NOT_BENCHMARKS == set(BENCHMARKS)
+    assert all((CONFIG_DIR / "experiment" / f"{spec.experiment}.yaml").is_file() for spec in SPECS)
+    # the paper's own numbers: the benchmarks it ran, each with its paper_* experiment
     experiments = {p.stem for p in (CONFIG_DIR / "experiment").glob("paper_*.yaml")}
-    assert experiments == {spec.experiment for spec in SPECS} == set(PAPER_RECALL)
+    assert experiments == {spec.experiment for spec in SPECS if spec.paper_recall} == set(PAPER_RECALL)
+    assert {spec.name for spec in SPECS if not spec.paper_recall} == {"inaturalist", "vehicleid"}
 
 
 def _resize(value):
     return value if value is None or isinstance(value, int) else tuple(value)
 
 
+# The dataset options that choose which splits are evaluated: VehicleID's test sets.
+SPLIT_OPTIONS = {"vehicleid": [f"dataset.test_size={size}" for size in TEST_SIZES]}
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=by_name)
 def test_the_dataset_config_states_what_the_spec_says(spec):
-    data = compose_config([f"dataset={spec.name}"]).dataset
-    assert data.name == spec.name and data.root.endswith(f"/{spec.name}") and data.prepare is None
-    evaluated = [data.query_split] + ([data.gallery_split] if data.gallery_split else [])
-    assert sorted([data.train_split, *evaluated]) == sorted(spec.splits)
-    for transform in (data.train_transform, data.test_transform):
-        assert _resize(transform.resize) == spec.recipe_resize
+    used = set()
+    for option in SPLIT_OPTIONS.get(spec.name, [None]):
+        data = compose_config([f"dataset={spec.name}", *([option] if option else [])]).dataset
+        assert data.name == spec.name and data.root.endswith(f"/{spec.name}") and data.prepare is None
+        evaluated = [data.query_split] + ([data.gallery_split] if data.gallery_split else [])
+        used |= {data.train_split, *evaluated}
+        for transform in (data.train_transform, data.test_transform):
+            assert _resize(transform.resize) == spec.recipe_resize
+    assert used == set(spec.splits)
+
+
+def test_vehicleid_evaluates_the_test_set_its_size_names_and_refuses_another():
+    assert compose_config(["dataset=vehicleid"]).dataset.query_split == "test_large"
+    for size in TEST_SIZES:
+        data = compose_config(["experiment=ce_vehicleid", f"dataset.test_size={size}"]).dataset
+        assert (data.query_split, data.gallery_split) == (split_of_size(size), None)
+    with pytest.raises(UserError, match=r"dataset.test_size=huge must be one of small, medium, large"):
+        check_config(compose_config(["dataset=vehicleid", "dataset.test_size=huge"]))
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=by_name)
-def test_the_paper_experiment_runs_its_benchmark_at_the_papers_ks(spec):
+def test_the_experiment_runs_its_benchmark_at_the_published_ks(spec):
     cfg = compose_config([f"experiment={spec.experiment}"])
     assert cfg.dataset.name == spec.name
-    assert list(cfg.evaluation.recall_ks) == list(spec.paper_recall)
-    assert PAPER_RECALL[spec.experiment] == dict(spec.paper_recall)
+    assert list(cfg.evaluation.recall_ks) == list(spec.recall_ks)
+    assert PAPER_RECALL.get(spec.experiment, {}) == dict(spec.paper_recall)
+    assert not spec.paper_recall or list(spec.paper_recall) == list(spec.recall_ks)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=by_name)

@@ -115,9 +115,11 @@ def test_every_option_builds_a_run_that_trains_a_step_and_evaluates(group, optio
     CHECKS[group](option, cfg, run, images, targets, embeddings)
 
 
-# The split each role reads: In-Shop searches its query images in a gallery, the others search the
+# The split each role reads: In-Shop searches its query images in a gallery, VehicleID its
+# dataset.test_size set in itself (test_large by default), the others search the
 # test split in itself.
-SPLITS = {"inshop": {"train": "train", "query": "query", "gallery": "gallery"}}
+SPLITS = {"inshop": {"train": "train", "query": "query", "gallery": "gallery"},
+          "vehicleid": {"train": "train", "query": "test_large"}}
 LEAVE_ONE_OUT = {"train": "train", "query": "test"}
 
 

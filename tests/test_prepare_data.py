@@ -111,6 +111,31 @@ def test_inshop_folder_in_the_drive_layout(tmp_path):
     _assert_splits(tmp_path / "root", mini.splits)
 
 
+def test_vehicleid_archive_with_its_folders_at_the_top(tmp_path):
+    mini = MINIATURE_BUILDERS["vehicleid"](tmp_path, inner_folder="")
+    prepare_dataset("vehicleid", tmp_path / "root", source=str(tmp_path), **MINI)
+    _assert_splits(tmp_path / "root", mini.splits)
+    small, medium, large = (mini.splits[f"test_{size}"] for size in ("small", "medium", "large"))
+    assert set(small) < set(medium) < set(large) and mini.splits["train"][0][0] == "image/0000037.jpg"
+
+
+def test_vehicleid_archive_without_its_lists_is_refused(tmp_path):
+    write_zip(tmp_path / "VehicleID_V1.0.zip", {"VehicleID_V1.0/image/0000001.jpg": b"x"})
+    with pytest.raises(UserError, match=r"No train_test_split/ folder in .* not the official VehicleID_V1.0.zip"):
+        prepare_dataset("vehicleid", tmp_path / "root", source=str(tmp_path), **MINI)
+
+
+def test_inaturalist_split_line_that_is_not_an_image_path_is_refused(tmp_path):
+    MINIATURE_BUILDERS["inaturalist"](tmp_path)
+    write_zip(tmp_path / "Inat_dataset_splits.zip", {
+        "Inat_dataset_splits/Inaturalist_train_set1.txt": b"train_val2018/Plantae/7477/a.jpg\n",
+        "Inat_dataset_splits/Inaturalist_test_set1.txt": b"train_val2018/Plantae/a.jpg\n",
+    })
+    with pytest.raises(UserError, match=r"Inaturalist_test_set1.txt: 'train_val2018/Plantae/a.jpg' is not an image "
+                                        r"path like train_val2018/Plantae/7477/<name>.jpg"):
+        prepare_dataset("inat", tmp_path / "root", source=str(tmp_path), **MINI)
+
+
 def test_rerun_is_a_no_op(server, tmp_path):
     mini = MINIATURE_BUILDERS["cub200"](server.folder)
     root = tmp_path / "cub"

@@ -20,7 +20,7 @@ CI_CAPTION = ("mean ± 95% CI half-width (Student t, n - 1 degrees of freedom, n
 
 # The paper's cross-entropy Recall@K in % (ResNet-50, 2048-d), by the experiment reproducing it:
 # each benchmark's spec holds its own (dml_bench.data.benchmarks; source: docs/reference/recipe.md).
-PAPER_RECALL = {spec.experiment: dict(spec.paper_recall) for spec in SPECS}
+PAPER_RECALL = {spec.experiment: dict(spec.paper_recall) for spec in SPECS if spec.paper_recall}
 
 
 def results_table(records: list[dict]) -> tuple[list[str], list[list]]:

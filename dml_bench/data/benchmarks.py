@@ -4,7 +4,7 @@ Each spec (``dml_bench.data.prepare.spec.DatasetSpec``) lives in its benchmark's
 ``dml_bench/data/prepare/``; adding a benchmark means writing that module, listing its ``SPEC``
 here, and its two Hydra files ``configs/dataset/<name>.yaml`` and
 ``configs/experiment/<experiment>.yaml`` (tests/test_benchmark_specs.py checks they agree), plus a
-miniature copy of its official files for the tests (tests/miniature_datasets.py).
+miniature copy of its official files for the tests (tests/helpers/miniature_datasets.py).
 
 A benchmark is named by its name or its alias (``cub200`` or ``cub``). From the command line,
 for the Makefile::
@@ -17,11 +17,11 @@ for the Makefile::
 import argparse
 import sys
 
-from dml_bench.data.prepare import cars196, cub200, inshop, sop
+from dml_bench.data.prepare import cars196, cub200, inaturalist, inshop, sop, vehicleid
 from dml_bench.data.prepare.spec import DatasetSpec
 from dml_bench.runtime.errors import UserError
 
-SPECS: tuple[DatasetSpec, ...] = (cub200.SPEC, cars196.SPEC, sop.SPEC, inshop.SPEC)
+SPECS: tuple[DatasetSpec, ...] = (cub200.SPEC, cars196.SPEC, sop.SPEC, inshop.SPEC, inaturalist.SPEC, vehicleid.SPEC)
 BENCHMARKS: dict[str, DatasetSpec] = {spec.name: spec for spec in SPECS}
 _BY_NAME_OR_ALIAS: dict[str, DatasetSpec] = {key: spec for spec in SPECS for key in (spec.name, spec.alias)}
 FIELDS = ("name", "alias", "title", "experiment")
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.name is None:
         for spec in SPECS:
             counts = ", ".join(f"{split} {count:,}" for split, count in spec.standard_counts.items())
-            print(f"{spec.name:<8} {spec.alias:<7} {spec.experiment:<13} {spec.title} ({counts})")
+            print(f"{spec.name:<11} {spec.alias:<9} {spec.experiment:<13} {spec.title} ({counts})")
         return 0
     try:
         print(getattr(benchmark(args.name), args.field))

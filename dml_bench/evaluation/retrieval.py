@@ -92,7 +92,11 @@ def retrieval_metrics(
     depth = int(search.positives.max())
     deepest = min(max(ks), search.candidates)
     goes_deeper = deepest > depth  # else every K is within the R nearest
-    hits, ranks = search.hits(kept, depth, cap=deepest if goes_deeper else 0)
+    # Each query needs its own R nearest, and those of the K within ``depth``: on a long-tailed
+    # dataset far fewer than ``depth`` for most (the symmetric search then keeps fewer); the
+    # neighbours past a query's own depth are not looked at, whatever the backend.
+    own_depth = search.positives[kept].clamp(min=min(deepest, depth))
+    hits, ranks = search.hits(kept, depth, cap=deepest if goes_deeper else 0, depths=own_depth)
     first_hit = _first_true(hits)
     missed = first_hit == depth
     if goes_deeper and missed.any():
@@ -126,11 +130,16 @@ def per_query_values(
     """
     values = {recall_key(k): first_hit < k for k in ks}
     r = positives.double()
-    rank = torch.arange(1, int(r.max()) + 1, device=hits.device, dtype=torch.float64)
-    relevant = hits[:, : len(rank)] & (rank <= r[:, None])  # rel(i) for i <= R, False beyond
-    correct = relevant.cumsum(1)  # same-label items among the i nearest, for i <= R
-    values[MAP_AT_R] = (correct / rank * relevant).sum(1) / r
-    values[R_PRECISION] = correct[:, -1] / r
+    depth = int(positives.max())
+    relevant = hits[:, :depth] & (torch.arange(depth, device=hits.device) < positives[:, None])  # rel(i), i <= R
+    # Only the relevant positions are visited, not (num_query, depth) float64 arrays (1.1 GB each at
+    # iNaturalist's depth of 1,002). Row-major order lists each row's hits nearest first.
+    row, position = relevant.nonzero(as_tuple=True)
+    count = torch.bincount(row, minlength=len(hits))  # same-label items among the R nearest
+    correct = torch.arange(1, len(row) + 1, device=hits.device) - (count.cumsum(0) - count)[row]
+    precision = correct.double() / (position + 1).double()  # P(i) at each relevant i
+    values[MAP_AT_R] = torch.zeros_like(r).index_add_(0, row, precision) / r
+    values[R_PRECISION] = count.double() / r
     return {name: value.cpu().numpy() for name, value in values.items()}
 
 
@@ -167,20 +176,26 @@ class _LabelSearch:
         # R of each query: same-label gallery items, itself not counted
         self.positives = class_sizes[self.query_codes] - int(self.leave_one_out)
 
-    def hits(self, rows: torch.Tensor, k: int, cap: int = 0) -> tuple[torch.Tensor, GroupRank | None]:
-        """(len(rows), k) bool: the i-th nearest gallery item of query ``rows`` has its label;
-        and, where the search can tell it (see ``symmetric.leave_one_out_search``), the rank of each
-        query's nearest same-label item, counted up to ``cap``."""
+    def hits(self, rows: torch.Tensor, k: int, cap: int = 0,
+             depths: torch.Tensor | None = None) -> tuple[torch.Tensor, GroupRank | None]:
+        """(len(rows), k) bool: the i-th nearest gallery item of query ``rows`` has its label
+        (False from ``depths[row]`` on, where given: a row's own depth); and, where the search can
+        tell it (see ``symmetric.leave_one_out_search``), the rank of each query's nearest
+        same-label item, counted up to ``cap``."""
         options = {"metric": self.metric, "backend": self.backend}
         if self.leave_one_out and not self.drop_first:
             neighbors, ranks = leave_one_out_search(
-                self.query, rows, k, groups=self.query_codes if cap else None, cap=cap, **options
+                self.query, rows, k, groups=self.query_codes if cap else None, cap=cap, depths=depths, **options
             )
         else:
             query = self.query if len(rows) == len(self.query) else self.query[rows]
             dropped = int(self.drop_first)  # one neighbour more, then the nearest goes: taken for the query
             neighbors, ranks = nearest_neighbors(query, self.gallery, k + dropped, **options)[:, dropped:], None
-        return self.gallery_codes[neighbors.to(rows.device)] == self.query_codes[rows, None], ranks
+        neighbors = neighbors.to(rows.device).clamp_(min=0)  # -1: past the row's depth, masked below
+        hits = self.gallery_codes[neighbors] == self.query_codes[rows, None]
+        if depths is not None:
+            hits &= torch.arange(k, device=hits.device) < depths.to(hits.device)[:, None]
+        return hits, ranks
 
 
 def _any_k_between(ks, low, high):

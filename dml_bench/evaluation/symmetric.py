@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from dml_bench.evaluation import knn
+from dml_bench.evaluation.heaps import DepthHeaps
 
 
 class GroupRank(NamedTuple):
@@ -33,6 +34,7 @@ def leave_one_out_search(
     backend: str = "auto",
     groups: torch.Tensor | None = None,
     cap: int = 0,
+    depths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, GroupRank | None]:
     """Indices (len(rows), k), int64, of the k nearest of ``embeddings[rows]`` among all the
     embeddings, each row skipping its own index; order as in ``nearest_neighbors``.
@@ -43,6 +45,9 @@ def leave_one_out_search(
     ``rows``: where each row's nearest other member of its group ranks, counted up to ``cap``
     however deep that is (a row alone in its group gets an empty range, high < low). The other
     searches return None for it.
+    depths: (len(rows),) ints from 1 to k, or None: each row needs only its depths[i] nearest. The
+    symmetric search then keeps fewer neighbours for the rows that need fewer, which is faster, and
+    lists -1 past a row's own depth (from at least that depth on); the others return all k.
     """
     symmetric = knn.resolve_backend(backend, embeddings.device) == "symmetric"
     if not symmetric or 2 * len(rows) <= len(embeddings):
@@ -50,16 +55,22 @@ def leave_one_out_search(
         neighbors = knn.nearest_neighbors(query, embeddings, k, metric=metric, backend=backend, exclude=rows)
         return neighbors, None
     knn.check_search(metric, k, len(embeddings) - 1)
-    neighbors, ranks = _symmetric_knn(embeddings, k, metric, None if groups is None else groups.cpu(), cap)
     rows = rows.cpu()
+    every_depth = None
+    if depths is not None:  # the rows not searched for need one neighbour (a heap of two): the least there is
+        every_depth = np.ones(len(embeddings), np.int64)
+        every_depth[rows.numpy()] = depths.cpu().numpy()
+    neighbors, ranks = _symmetric_knn(embeddings, k, metric, None if groups is None else groups.cpu(), cap,
+                                      every_depth)
     if ranks is not None:
         ranks = GroupRank(*(rank[rows].to(embeddings.device) for rank in ranks))
     return neighbors[rows], ranks
 
 
-def _symmetric_knn(embeddings, k, metric, groups=None, cap=0):
+def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
     """(num, k) nearest of every embedding among the others, computing each score once; with
-    ``groups``, also each row's ``GroupRank`` (see ``leave_one_out_search``).
+    ``groups``, also each row's ``GroupRank``; with ``depths`` (num,) each row's own depth (both:
+    see ``leave_one_out_search``).
 
     Leave-one-out scores are symmetric (s(i, j) = s(j, i)), so only the blocks (I, J) with
     J >= I are computed: half the FLOPs of a full product, which is what a search costs. The
@@ -70,12 +81,17 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0):
     transposed copy is ever made.
     For l2 a row's score is 2<i, j> - |j|^2, as in the torch backend: both sides of a block
     share the product and subtract the other side's squared norms.
+    The pass runs over the rows sorted by the heap width their depth needs (``DepthHeaps``), and
+    maps the rows and ids back at the end.
     """
+    num, take = len(embeddings), min(k + 1, len(embeddings) - 1)
+    takes = np.full(num, take) if depths is None else np.minimum(np.asarray(depths) + 1, take)
+    order = np.argsort(takes, kind="stable")
     x = knn.as_faiss_input(embeddings)
-    num, take = len(x), min(k + 1, len(x) - 1)
-    heaps = _RowHeaps(num, take)
-    sq_norms = knn.squared_norms(embeddings).cpu().numpy() if metric == "l2" else None
-    counter = None if groups is None else _GroupRankCounter(x, groups, sq_norms, cap)
+    x = x if depths is None else x[order]  # without depths the order is the identity
+    heaps = DepthHeaps(takes[order])
+    sq_norms = knn.squared_norms(embeddings).cpu().numpy()[order] if metric == "l2" else None
+    counter = None if groups is None else _GroupRankCounter(x, np.asarray(groups)[order], sq_norms, cap)
     # 4096 rows at the default budget, the fastest block measured; with the float32 block, an
     # l2 score block and a bool mask (9 bytes a score), the buffers stay within knn.BLOCK_BYTES.
     rows = max(4, math.isqrt(knn.BLOCK_BYTES // 16) // 4 * 4)
@@ -94,16 +110,27 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0):
                     counter.count(row, values)
                 continue
             for rows_here, rows_there, transposed in ((block_i, block_j, False), (block_j, block_i, True)):
+                if counter is None and not transposed:  # FAISS's heaps scan a row-major block in one pass
+                    heaps.add(side.scores(inner, rows_there, transposed=False), rows_here.start, rows_there.start)
+                    continue
                 floor = heaps.worst() if counter is None else np.minimum(heaps.worst(), counter.floor)
                 row, ids, values = side.find(inner, floor, rows_here, rows_there, transposed)
                 heaps.add_sparse(row, ids, values)
                 if counter is not None:
                     counter.count(row, values)
-    values, indices = heaps.result()
-    itself = torch.arange(num, device=embeddings.device)
     twins = knn.find_twins(embeddings)
-    neighbors = knn.first_k_settled(values, indices, k, embeddings, embeddings, metric, itself, twins)
-    return neighbors, None if counter is None else counter.ranks()
+    neighbors = torch.full((num, k), -1, dtype=torch.long)
+    back = torch.from_numpy(order)
+    for first, values, indices in heaps.results():
+        rows = back[first : first + len(values)]
+        settle = k if values.shape[1] == take else values.shape[1] - 1
+        query, itself = embeddings[rows.to(embeddings.device)], rows.to(embeddings.device)
+        found = knn.first_k_settled(values, back[indices], settle, query, embeddings, metric, itself, twins)
+        neighbors[rows, :settle] = found
+    if counter is None:
+        return neighbors, None
+    ranks = GroupRank(*(torch.empty_like(rank).index_copy_(0, back, rank) for rank in counter.ranks()))
+    return neighbors, ranks
 
 
 def _blocks(num, rows):
@@ -167,7 +194,9 @@ class _BlockSide:
         row, column = np.divmod(found, scores.shape[1])
         values = scores.ravel()[found]
         if transposed:
-            by_row = np.argsort(column, kind="stable")
+            # a radix sort for 16-bit keys: the blocks' widths fit, and it is O(n)
+            keys = column.astype(np.int16) if scores.shape[1] < 2**15 else column
+            by_row = np.argsort(keys, kind="stable")
             row, column, values = column[by_row], row[by_row], values[by_row]
         return rows.start + row, ids.start + column, values
 
@@ -181,53 +210,6 @@ def _faiss_threads(count):
         yield
     finally:
         faiss.omp_set_num_threads(before)
-
-
-class _RowHeaps:
-    """The running top ``take`` of every row: FAISS min-heaps, fed dense blocks or sparse scores."""
-
-    def __init__(self, num, take):
-        self.values = np.empty((num, take), np.float32)
-        self.indices = np.empty((num, take), np.int64)
-        self.heaps = faiss.float_minheap_array_t()
-        self.heaps.nh, self.heaps.k = num, take
-        self.heaps.val, self.heaps.ids = faiss.swig_ptr(self.values), faiss.swig_ptr(self.indices)
-        self.heaps.heapify()
-
-    def worst(self):
-        """(num,) the score a row's heap drops next (-inf while it is not full)."""
-        return self.values[:, 0]
-
-    def add(self, scores, first_row, first_id):
-        """Rows first_row... of the heaps see the dense block's scores, ids from first_id."""
-        self.heaps.addn(scores.shape[1], faiss.swig_ptr(scores), first_id, first_row, len(scores))
-
-    def add_sparse(self, row, ids, values):
-        """Heap row[i] sees values[i] with id ids[i]; entries sorted by row."""
-        keep = values > self.worst()[row]  # most counted scores never enter a heap
-        row, ids, values = row[keep], ids[keep], values[keep]
-        if len(row) == 0:
-            return
-        first_row = row[0]
-        per_row = np.bincount(row - first_row)
-        width = int(per_row.max())
-        place = np.arange(len(row)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
-        padded_values = np.full((len(per_row), width), -np.inf, np.float32)
-        padded_ids = np.full((len(per_row), width), -1, np.int64)
-        padded_values[row - first_row, place], padded_ids[row - first_row, place] = values, ids
-        self.heaps.addn_with_ids(
-            width,
-            faiss.swig_ptr(padded_values),
-            faiss.swig_ptr(padded_ids),
-            width,
-            int(first_row),
-            len(per_row),
-        )
-
-    def result(self):
-        """(num, take) scores and ids, nearest first."""
-        self.heaps.reorder()
-        return torch.from_numpy(self.values), torch.from_numpy(self.indices)
 
 
 class _GroupRankCounter:

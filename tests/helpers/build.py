@@ -24,8 +24,9 @@ TINY_SPLITS = {
     "test": ((101, 102), 4),
     "query": ((101, 102), 2),
     "gallery": ((101, 102), 2),
+    "test_large": ((101, 102), 4),  # VehicleID's default test set
 }
-DATASET_FOLDERS = ("glyphs", "cub200", "cars196", "sop", "inshop", "csv")
+DATASET_FOLDERS = ("glyphs", "cub200", "cars196", "sop", "inshop", "inaturalist", "vehicleid", "csv")
 
 
 def write_tiny_benchmark(root: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Miniature copies of the four benchmarks' official files, for tests.
+"""Miniature copies of the benchmarks' official files, for tests.
 
 Each ``make_<name>_source(folder, classes=..., images_per_class=...)`` writes the official files of
 one benchmark, under their official names and in their official layout, into ``folder`` (usable
@@ -6,7 +6,9 @@ as ``--source``), and returns a :class:`MiniatureSource` that also holds the spl
 preparer must write. Images are tiny JPEGs; some are grayscale (CUB, Cars) or CMYK (SOP), as in
 the real data. Class ids follow the real splits: CUB 1-100 train, Cars 1-98 train, SOP 1-11318
 train; In-Shop items with odd ids train, even ids alternate their images between query and
-gallery. ``MINIATURE_BUILDERS`` maps each dataset name to its builder.
+gallery; iNaturalist classes are species ids listed in Smooth-AP's split files (the first half
+train); VehicleID vehicles with odd ids train, the even ones fill the nested test lists (small in
+medium in large). ``MINIATURE_BUILDERS`` maps each dataset name to its builder.
 """
 
 import io
@@ -146,6 +148,63 @@ def make_inshop_source(folder, *, classes=(1, 2, 3, 4), images_per_class=2) -> M
     return MiniatureSource(folder, ("img.zip", "list_eval_partition.txt"), splits)
 
 
+INAT_SUPERCATEGORIES = ("Plantae", "Insecta", "Aves", "Fungi")
+
+
+def make_inaturalist_source(folder, *, classes=(7477, 2108, 5014, 813), images_per_class=2) -> MiniatureSource:
+    """``train_val2018.tar.gz`` and Smooth-AP's ``Inat_dataset_splits.zip``; the first half of
+    ``classes`` train; the split files list paths in no class order, as the real ones."""
+    folder = _created(folder)
+    members, splits = {}, {"train": [], "test": []}
+    for i, cid in enumerate(classes):
+        split = "train" if i < len(classes) / 2 else "test"
+        for k in range(images_per_class):
+            path = f"train_val2018/{INAT_SUPERCATEGORIES[i % 4]}/{cid}/{cid * 7919 + k:032x}.jpg"
+            members[path] = jpeg(cid + k, "L" if k == 1 else "RGB")
+            splits[split].append((path, cid))
+    splits = {split: rows[::-1] for split, rows in splits.items()}
+    members["train_val2018/Plantae/9999/not_listed.jpg"] = jpeg(9999)  # in neither split, as val-only species
+    write_tgz(folder / "train_val2018.tar.gz", members)
+    lists = {f"Inat_dataset_splits/Inaturalist_{split}_set1.txt": "".join(f"{path}\n" for path, _ in rows).encode()
+             for split, rows in splits.items()}
+    write_zip(folder / "Inat_dataset_splits.zip", lists)
+    return MiniatureSource(folder, ("train_val2018.tar.gz", "Inat_dataset_splits.zip"), splits)
+
+
+VEHICLEID_TEST_LISTS = {"test_small": "test_list_800.txt", "test_medium": "test_list_1600.txt",
+                        "test_large": "test_list_2400.txt"}
+
+
+def make_vehicleid_source(folder, *, classes=(1, 2, 3, 4, 5, 6, 7, 8), images_per_class=2,
+                          inner_folder="VehicleID_V1.0") -> MiniatureSource:
+    """``VehicleID_V1.0.zip``: ``image/<7-digit id>.jpg``, ``train_test_split/`` and ``attribute/``
+    under ``inner_folder`` ("" puts them at the top). Odd vehicles train; of the even ones the
+    first is in every test list, the second in medium and large, the others in large only."""
+    folder = _created(folder)
+    prefix = f"{inner_folder}/" if inner_folder else ""
+    members, lines = {}, {"train": [], "test_small": [], "test_medium": [], "test_large": []}
+    test_vehicles = [cid for cid in classes if cid % 2 == 0]
+    image_id = 0
+    for cid in classes:
+        for _ in range(images_per_class):
+            image_id += 37  # ids with gaps, as the real ones
+            members[f"{prefix}image/{image_id:07d}.jpg"] = jpeg(image_id)
+            if cid % 2:
+                lines["train"].append((image_id, cid))
+                continue
+            rank = test_vehicles.index(cid)
+            for split, first in (("test_small", 1), ("test_medium", 2), ("test_large", len(test_vehicles))):
+                if rank < first:
+                    lines[split].append((image_id, cid))
+    names = {"train": "train_list.txt", **VEHICLEID_TEST_LISTS}
+    for split, rows in lines.items():
+        members[f"{prefix}train_test_split/{names[split]}"] = _lines((f"{i:07d}", c) for i, c in rows)
+    members[f"{prefix}attribute/model_attr.txt"] = _lines((c, c % 3) for c in classes if c % 2)
+    write_zip(folder / "VehicleID_V1.0.zip", members)
+    expected = {split: [(f"{prefix}image/{i:07d}.jpg", c) for i, c in rows] for split, rows in lines.items()}
+    return MiniatureSource(folder, ("VehicleID_V1.0.zip",), expected)
+
+
 def _created(folder) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -164,6 +223,8 @@ MINIATURE_BUILDERS = {
     "cars196": make_cars196_source,
     "sop": make_sop_source,
     "inshop": make_inshop_source,
+    "inaturalist": make_inaturalist_source,
+    "vehicleid": make_vehicleid_source,
 }
 
 

@@ -1,6 +1,7 @@
 """Everything the code knows about a benchmark, in one spec per benchmark.
 
-Each benchmark's module (``cub200.py``, ``cars196.py``, ``sop.py``, ``inshop.py``) holds its
+Each benchmark's module (``cub200.py``, ``cars196.py``, ``sop.py``, ``inshop.py``,
+``inaturalist.py``, ``vehicleid.py``) holds its
 ``SPEC``; ``dml_bench.data.benchmarks`` lists them and is where every other part of the code looks
 a benchmark up (by name or alias): the preparer, the missing-dataset error, the image cache, the
 results table's paper comparison, ``prepare_data`` and the Makefile. The Hydra files
@@ -48,10 +49,12 @@ class DatasetSpec:
     split of the full official dataset (their keys are the splits). ``where_to_get`` tells users
     where to find files that have no ``url``.
 
-    ``recipe_resize`` is the first Resize of the paper's recipe (what ``--cache`` stores);
-    ``experiment`` the config ``experiment=...`` reproducing the paper on it, and ``paper_recall``
-    the paper's cross-entropy Recall@K in % (ResNet-50, 2048-d; Boudiaf et al., ECCV 2020) by K,
-    the K values that experiment evaluates.
+    ``recipe_resize`` is the first Resize of the recipe (what ``--cache`` stores); ``experiment``
+    the config ``experiment=...`` that runs the recipe on it; ``paper_recall`` the paper's
+    cross-entropy Recall@K in % (ResNet-50, 2048-d; Boudiaf et al., ECCV 2020) by K, empty for a
+    benchmark the paper did not run (iNaturalist, VehicleID). ``recall_ks`` are the K values that
+    experiment evaluates: the paper's K, or for the others those their published numbers use
+    (docs/reference/recipe.md).
     """
 
     name: str
@@ -63,7 +66,12 @@ class DatasetSpec:
     recipe_resize: Resize
     experiment: str
     paper_recall: Mapping[int, float]
+    recall_ks: tuple[int, ...] = ()
     where_to_get: str = ""
+
+    def __post_init__(self):
+        if not self.recall_ks:  # the paper's K
+            object.__setattr__(self, "recall_ks", tuple(self.paper_recall))
 
     @property
     def splits(self) -> tuple[str, ...]:
