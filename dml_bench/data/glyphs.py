@@ -9,7 +9,11 @@ A class is a visual class, not a code point: characters that render alike (Latin
 Cyrillic А, say) are one class, since no image could tell them apart. Two characters render alike
 when their renderings without jitter differ by at most ``SAME_TOLERANCE`` grey levels per pixel on
 average in at least half of the fonts that have both; the classes are the connected groups of
-such pairs. Classes with fewer than ``min_per_class`` renderings are dropped. The first half of
+such pairs. Scaled to fill the image and jittered, some renderings of distinct classes still come
+out near-duplicates in the sense of the dataset audit (``dml_bench.data.prepare.near_duplicates``:
+pHashes a few bits apart; o and O, l and |, - and _): such a picture cannot be told from the other
+class's, so renderings are dropped until no two of different classes are near-duplicates. Classes
+with fewer than ``min_per_class`` renderings are dropped. The first half of
 the classes (ordered by their first code point) train, the second half test: a class-disjoint,
 CUB-sized zero-shot retrieval problem in which no look-alike set straddles the split.
 
@@ -28,6 +32,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from dml_bench.data.prepare.near_duplicates import THRESHOLD, close_pairs, perceptual_hash
 from dml_bench.data.split_files import (
     MARKER,
     SPLITS_DIR,
@@ -43,8 +48,9 @@ from dml_bench.runtime.errors import UserError
 log = logging.getLogger(__name__)
 
 NAME = "glyphs"
-# 2: one class per visual class (1: one per code point, look-alikes split between train and test).
-FORMAT_VERSION = 2
+# 3: no near-duplicates across classes; 2: one class per visual class (1: one per code point,
+# look-alikes split between train and test).
+FORMAT_VERSION = 3
 # Mean absolute difference, in grey levels of 255, under which two renderings count as the same.
 # Measured at 32 px: the 44 look-alike pairs are the same from 0 to 4; at 8 a first false pair
 # (Greek Alpha and Lambda) joins.
@@ -128,6 +134,24 @@ def visual_classes(references: list[dict[str, np.ndarray]], chars: list[str]) ->
     return sorted(groups.values(), key=lambda group: chars.index(group[0]))
 
 
+def without_near_duplicates(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The mask of the renderings kept so that no two of different classes are near-duplicates
+    (pHashes at most ``THRESHOLD`` bits apart, the audit's test). While such pairs remain, the
+    rendering in the most of them goes (the first of those on a tie): few go, and the same ones
+    for the same seed."""
+    hashes = np.array([perceptual_hash(Image.fromarray(image)) for image in images], np.uint64)
+    first, second, _ = close_pairs(hashes, THRESHOLD)
+    across = labels[first] != labels[second]
+    first, second = first[across], second[across]
+    keep = np.ones(len(images), bool)
+    while len(first):
+        worst = np.bincount(np.concatenate([first, second]), minlength=len(images)).argmax()
+        keep[worst] = False
+        untouched = (first != worst) & (second != worst)
+        first, second = first[untouched], second[untouched]
+    return keep
+
+
 def render_glyphs(seed: int, image_size: int, renderings_per_font: int, min_per_class: int,
                   chars: list[str] | None = None):
     """Return (images uint8 (N, S, S), class index per image, the characters of each class).
@@ -152,11 +176,16 @@ def render_glyphs(seed: int, image_size: int, renderings_per_font: int, min_per_
                 _render(font, char, image_size, rng) for _ in range(renderings_per_font)
             )
         references.append(rendered)
-    classes = [group for group in visual_classes(references, chars)
-               if sum(len(per_char.get(c, ())) for c in group) >= min_per_class]
-    images = [img for group in classes for c in group for img in per_char.get(c, ())]
-    labels = [index for index, group in enumerate(classes) for c in group for _ in per_char.get(c, ())]
-    return np.stack(images), np.asarray(labels), classes
+    classes = visual_classes(references, chars)
+    images = np.stack([img for group in classes for c in group for img in per_char.get(c, ())])
+    labels = np.asarray([index for index, group in enumerate(classes) for c in group for _ in per_char.get(c, ())])
+    keep = without_near_duplicates(images, labels)
+    images, labels = images[keep], labels[keep]
+    kept = np.flatnonzero(np.bincount(labels, minlength=len(classes)) >= min_per_class)
+    in_kept = np.isin(labels, kept)
+    relabel = np.full(len(classes), -1)
+    relabel[kept] = np.arange(len(kept))
+    return images[in_kept], relabel[labels[in_kept]], [classes[index] for index in kept]
 
 
 def prepare_glyphs(
