@@ -86,6 +86,8 @@ def test_unknown_config_name_lists_the_choices(data):
     assert {"contrastive", "cross_entropy", "arcface"} <= set(listed)
 
 
+# 6 s; Hydra's composition errors reach the console as test_unknown_config_name_lists_the_choices shows
+@pytest.mark.slow
 def test_override_of_a_missing_key_names_the_key(data):
     result = tiny_train(*tiny_args(data, "trainer.no_such_key=1"), check=False)
     assert_one_paragraph(result)
