@@ -196,7 +196,7 @@ def test_quickstart_trains_a_randomly_initialised_vit_on_the_glyphs_and_evaluate
 def test_the_frozen_backbone_baseline_is_every_384_d_runs_epoch_0(tmp_path):
     """trainer.epochs=0 model.embedding_size=null scores the backbone's own class token; the
     orthogonal 384-d head changes no cosine similarity, so its epoch 0 scores the same (on the
-    tiny_glyphs subset: 360 queries)."""
+    tiny_glyphs subset)."""
     data = f"dataset.root={tiny_glyphs(tmp_path / 'data')}"
     features = quickstart_vit(tmp_path / "features", SHALLOW, "trainer.epochs=0", "model.embedding_size=null", data)
     head = quickstart_vit(tmp_path / "head", SHALLOW, "trainer.epochs=0", data)

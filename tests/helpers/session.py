@@ -44,8 +44,8 @@ def glyphs_root() -> Path:
 
 
 def glyphs_subset(folder: Path) -> Path:
-    """A dataset folder whose split files list a subset of the shared glyphs (SUBSET_PER_CLASS: 540
-    training images of 90 classes, 360 test images of 90 others); the images are linked, not copied."""
+    """A dataset folder whose split files list a subset of the shared glyphs, every class with
+    SUBSET_PER_CLASS of its images at most (6 in train, 4 in test); the images are linked, not copied."""
     glyphs = glyphs_root()
     (folder / "splits").mkdir(parents=True, exist_ok=True)
     if not (folder / "images").exists():
@@ -67,8 +67,8 @@ def glyphs_subset(folder: Path) -> Path:
 
 def quickstart_root() -> Path:
     """The data of the session's quickstart-sized runs (tests.helpers.runs.fast_overrides): one
-    subset of the shared glyphs, written on first use. Enough for every code path of a run, and a
-    quarter of the glyphs' images to train on and embed."""
+    subset of the shared glyphs, written on first use: every class of theirs, about a quarter of
+    their images to train on and embed."""
     global _subset
     if _subset is None:
         _subset = glyphs_subset(folder() / "glyphs_subset")
