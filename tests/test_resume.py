@@ -84,7 +84,7 @@ def test_resume_after_sigkill_ends_as_the_uninterrupted_run(data, reference, tmp
     assert f"run folder: {run_dir}" in result.stdout
     assert_same_run(run_dir, reference)
     # The run's own .hydra/ is kept; the resuming command's config goes beside it.
-    assert "resume" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert "resume=" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
     assert f"resume={run_dir}" in (run_dir / ".hydra-resume" / "overrides.yaml").read_text()
     assert "resumed from" in (run_dir / "train.log").read_text()
 
