@@ -10,8 +10,10 @@ from omegaconf import OmegaConf
 from dml_bench.builders import build_datasets
 from dml_bench.engine.resume import flatten
 from dml_bench.runtime.errors import MISSING_VALUE_EXAMPLES
+from dml_bench.train import train
 from tests.helpers.config import CONFIG_DIR, compose_config
-from tests.helpers.runs import run_train
+from tests.helpers.payloads import one_paragraph
+from tests.helpers.runs import exit_code, hydra_job, run_train
 from tests.helpers.tiny_runs import ENV, assert_reported_once, tiny_csv, tiny_csv_args, tiny_train
 
 
@@ -59,11 +61,15 @@ def test_hydra_full_error_still_shows_the_worker_traceback(broken_image, tmp_pat
     assert "Original Traceback" in result.stderr and "PIL.UnidentifiedImageError" in result.stderr
 
 
-def test_a_missing_mandatory_value_names_the_key_and_an_example(tmp_path):
+def test_a_missing_mandatory_value_names_the_key_and_an_example(tmp_path, capsys):
+    """In this process: the paragraph is under test (the tests above show one on the console)."""
     data = tiny_csv(tmp_path / "data")
     args = [arg for arg in tiny_csv_args(data, tmp_path / "run", "trainer.batch_size=8")
             if not arg.startswith("dataset.root=")]
-    paragraph = assert_reported_once(tiny_train(*args, check=False), tmp_path / "run", r"^dataset\.root must be set")
+    with hydra_job(args) as cfg:
+        assert exit_code(train, cfg) == 1
+    paragraph = one_paragraph(capsys.readouterr().err)
+    assert paragraph.startswith("dataset.root must be set")
     assert f"e.g. {MISSING_VALUE_EXAMPLES['dataset.root']}" in paragraph
 
 

@@ -18,6 +18,7 @@ from dml_bench.data.split_files import read_split
 from dml_bench.data.splits import open_split
 from dml_bench.prepare_data import main as prepare_main
 from dml_bench.runtime.errors import UserError
+from tests.helpers import session
 from tests.helpers.config import compose_config
 from tests.helpers.miniature_datasets import make_cub200_source, make_sop_source
 
@@ -75,8 +76,10 @@ def test_a_missing_cache_says_how_to_build_it(cub_root):
 
 
 def test_cache_needs_a_resize():
+    # The glyphs (no resize) the session prepared: the default root would prepare a larger set first.
+    glyphs = [f"dataset.root={session.glyphs_root()}", *session.GLYPHS_PREPARE]
     with pytest.raises(UserError, match="dataset.cache=true needs a resize"):
-        build_datasets(compose_config(["dataset.cache=true"]))
+        build_datasets(compose_config(["dataset.cache=true", *glyphs]))
     with pytest.raises(UserError, match="recipe has no Resize"):
         cache_resize("inshop", "recipe")
     # a folder of one's own: the size its runs resize to, which configs/dataset/csv.yaml sets

@@ -15,9 +15,10 @@ from dml_bench.engine.trainer import Trainer, TrainerSettings
 from dml_bench.evaluation.evaluator import RetrievalEvaluator
 from dml_bench.losses import CrossEntropyLoss
 from dml_bench.runtime.errors import UserError
+from dml_bench.train import train
 from tests.helpers.config import CONFIG_DIR
-from tests.helpers.runs import run_train
-from tests.helpers.tiny_runs import ENV, tiny_args, tiny_glyphs, tiny_train
+from tests.helpers.runs import exit_code, hydra_job, run_train
+from tests.helpers.tiny_runs import tiny_args, tiny_glyphs, tiny_train
 
 
 @pytest.fixture(scope="module")
@@ -30,20 +31,29 @@ def assert_one_paragraph(result) -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def train_in_process(args, output_dir, capsys) -> str:
+    """The stderr of ``python -m dml_bench.train ARGS`` that failed with a UserError, run in this
+    process (these tests are of the message; the tests above and test_bad_input's run the command
+    line)."""
+    with hydra_job(args, output_dir=output_dir) as cfg:
+        assert exit_code(train, cfg) == 1
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    return stderr
+
+
 def assert_last_checkpoint_is_good(path, failed_step: int) -> None:
     state = torch.load(path, weights_only=False)
     assert state["global_step"] == failed_step - 1 > 0
     assert all(torch.isfinite(value).all() for value in state["model"].values())
 
 
-def test_non_finite_loss_names_step_and_value_and_keeps_the_last_good_checkpoint(data, tmp_path):
+def test_non_finite_loss_names_step_and_value_and_keeps_the_last_good_checkpoint(data, tmp_path, capsys):
     # model.freeze_bn: otherwise BatchNorm's running statistics overflow first (next test).
-    result = tiny_train(*tiny_args(data, "optimizer.lr=1e6", "model.freeze_bn=true",
-                                   "trainer.checkpoint_every_steps=1", f"hydra.run.dir={tmp_path}"), check=False)
-    assert_one_paragraph(result)
-    match = re.search(r"The loss became (\S+) at epoch 1, step (\d+)\. The last good checkpoint is (\S+)\.",
-                      result.stderr)
-    assert match, result.stderr
+    stderr = train_in_process(tiny_args(data, "optimizer.lr=1e6", "model.freeze_bn=true",
+                                        "trainer.checkpoint_every_steps=1"), tmp_path, capsys)
+    match = re.search(r"The loss became (\S+) at epoch 1, step (\d+)\. The last good checkpoint is (\S+)\.", stderr)
+    assert match, stderr
     assert not torch.isfinite(torch.tensor(float(match[1])))
     assert_last_checkpoint_is_good(match[3], int(match[2]))
     assert not (tmp_path / "metrics.json").exists()
@@ -60,13 +70,11 @@ def test_non_finite_loss_before_the_first_last_checkpoint_names_the_best_one(dat
     assert re.search(said + rf"{re.escape(str(best))} \(epoch 0, before training\)\.", result.stderr), result.stderr
 
 
-def test_non_finite_weights_are_never_checkpointed(data, tmp_path):
-    result = tiny_train(*tiny_args(data, "optimizer.lr=1e6", "trainer.checkpoint_every_steps=1",
-                                   f"hydra.run.dir={tmp_path}"), check=False)
-    assert_one_paragraph(result)
-    match = re.search(r"became non-finite at epoch 1, step (\d+)\. The last good checkpoint is (\S+)\.",
-                      result.stderr)
-    assert match, result.stderr
+def test_non_finite_weights_are_never_checkpointed(data, tmp_path, capsys):
+    stderr = train_in_process(tiny_args(data, "optimizer.lr=1e6", "trainer.checkpoint_every_steps=1"), tmp_path,
+                              capsys)
+    match = re.search(r"became non-finite at epoch 1, step (\d+)\. The last good checkpoint is (\S+)\.", stderr)
+    assert match, stderr
     assert_last_checkpoint_is_good(match[2], int(match[1]))
 
 
@@ -78,17 +86,21 @@ def test_unknown_config_name_lists_the_choices(data):
     assert {"contrastive", "cross_entropy", "arcface"} <= set(listed)
 
 
+# 6 s; Hydra's composition errors reach the console as test_unknown_config_name_lists_the_choices shows
+@pytest.mark.slow
 def test_override_of_a_missing_key_names_the_key(data):
     result = tiny_train(*tiny_args(data, "trainer.no_such_key=1"), check=False)
     assert_one_paragraph(result)
     assert "Could not override 'trainer.no_such_key'" in result.stderr
 
 
-def test_hydra_full_error_shows_the_traceback(data, tmp_path):
-    result = run_train(*tiny_args(data, "trainer.amp=fp8", f"hydra.run.dir={tmp_path}"),
-                       env={**ENV, "HYDRA_FULL_ERROR": "1"}, check=False)
-    assert result.returncode == 1
-    assert "Traceback" in result.stderr and "UserError: trainer.amp=fp8 is not one of" in result.stderr
+def test_hydra_full_error_raises_the_error_for_its_traceback(data, tmp_path, monkeypatch):
+    """HYDRA_FULL_ERROR=1: the UserError is raised on, for Hydra to print its traceback (on the
+    console: test_bad_input's test_hydra_full_error_still_shows_the_worker_traceback)."""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with hydra_job(tiny_args(data, "trainer.amp=fp8"), output_dir=tmp_path) as cfg:
+        with pytest.raises(UserError, match="trainer.amp=fp8 is not one of"):
+            exit_code(train, cfg)
 
 
 def test_a_failing_job_does_not_stop_the_multirun_and_is_listed_as_failed(data, tmp_path):

@@ -18,8 +18,10 @@ from submitit.local.local import LocalJob
 from dml_bench.comparison.aggregate import collect
 from dml_bench.comparison.runs import read_runs
 from dml_bench.runtime.submitit_jobs import requeued_overrides
+from dml_bench.train import train
 from tests.helpers.config import CONFIG_DIR
-from tests.helpers.tiny_runs import process_tree, read_results, start_train, tiny_args, tiny_glyphs, tiny_train
+from tests.helpers.runs import hydra_job
+from tests.helpers.tiny_runs import process_tree, read_results, start_train, tiny_args, tiny_glyphs
 
 # Two epochs of 10 steps, a checkpoint every 3 steps: the job is interrupted in the middle of an epoch.
 RUN = ("trainer.epochs=2", "trainer.checkpoint_every_steps=3")
@@ -111,7 +113,8 @@ def test_a_failed_run_fails_its_job_and_the_other_jobs_go_on(sweep):
 
 def test_an_interrupted_job_is_requeued_and_ends_as_the_uninterrupted_run(sweep, data, tmp_path):
     run_dir = sweep / "1"
-    tiny_train(*tiny_args(data, *RUN, "trainer.amp=none", f"hydra.run.dir={tmp_path}"))
+    with hydra_job(tiny_args(data, *RUN, "trainer.amp=none"), output_dir=tmp_path) as cfg:
+        train(cfg)  # the uninterrupted run, in this process (the sweep ran the command lines)
     assert read_results(run_dir) == read_results(tmp_path)
     log = (run_dir / "train.log").read_text()
     assert log.count("resumed from") == 1 and log.count("epoch 0: recall@1") == 1

@@ -62,12 +62,18 @@ def assert_same_run(run_dir, reference) -> None:
     assert tb_scalars(run_dir) == tb_scalars(reference)
 
 
+# 10 to 15 s; in the default suite, every resume test compares a second run of the same seed with
+# the reference: its epochs before the kill, and the checkpoint the resumed run continues from.
+@pytest.mark.slow
 def test_two_runs_with_the_same_seed_are_identical(data, reference, tmp_path):
     tiny_train(*tiny_args(data, f"hydra.run.dir={tmp_path}"))
     assert read_results(tmp_path) == read_results(reference)
     assert json.loads((tmp_path / "run_info.json").read_text())["deterministic"] is True
 
 
+# 20 to 27 s; in the default suite, a SIGKILL in the middle of an epoch (next test) and a SIGTERM
+# after an epoch's checkpoint, resumed with DataLoader workers (test_an_interrupted_run_...).
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_as_the_uninterrupted_run(data, reference, tmp_path):
     run_dir = tmp_path / "run"
     kill_when(start_train(*tiny_args(data, f"hydra.run.dir={run_dir}")),
@@ -78,7 +84,7 @@ def test_resume_after_sigkill_ends_as_the_uninterrupted_run(data, reference, tmp
     assert f"run folder: {run_dir}" in result.stdout
     assert_same_run(run_dir, reference)
     # The run's own .hydra/ is kept; the resuming command's config goes beside it.
-    assert "resume" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert "resume=" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
     assert f"resume={run_dir}" in (run_dir / ".hydra-resume" / "overrides.yaml").read_text()
     assert "resumed from" in (run_dir / "train.log").read_text()
 
@@ -96,8 +102,14 @@ def test_resume_from_a_mid_epoch_checkpoint(data, reference, tmp_path):
     steps_per_epoch = (len((data / "splits" / "train.csv").read_text().splitlines()) - 1) // BATCH  # drop_last
     assert 0 < state["epoch_progress"]["batches"] < steps_per_epoch
     assert state["global_step"] == steps_per_epoch * state["epoch"] + state["epoch_progress"]["batches"]
-    tiny_train(*args, f"resume={run_dir}")
+    result = tiny_train(*args, f"resume={run_dir}")
+    assert f"run folder: {run_dir}" in result.stdout
     assert_same_run(run_dir, reference)
+    assert json.loads((run_dir / "run_info.json").read_text())["deterministic"] is True
+    # The run's own .hydra/ is kept; the resuming command's config goes beside it.
+    assert "resume=" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert f"resume={run_dir}" in (run_dir / ".hydra-resume" / "overrides.yaml").read_text()
+    assert "resumed from" in (run_dir / "train.log").read_text()
 
 
 @pytest.mark.slow  # 16 s; resuming after a checkpoint is in the default suite

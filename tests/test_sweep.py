@@ -6,8 +6,9 @@ import shutil
 
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
+from dml_bench.train import train
 from scripts.collect_results import main as collect_main
-from tests.helpers.runs import LOSS_SWEEP, fast_overrides, run_train
+from tests.helpers.runs import LOSS_SWEEP, fast_overrides, hydra_job
 
 
 def tensorboard_runs(folder) -> list[str]:
@@ -44,6 +45,7 @@ def test_a_job_resumed_later_writes_its_events_under_the_same_name(loss_sweep, t
     shutil.copytree(loss_sweep, sweep_dir)
     job = sweep_dir / "0"
     overrides = [o for o in LOSS_SWEEP if not o.startswith("loss=")]
-    run_train(*overrides, *fast_overrides(), "loss=cross_entropy", f"resume={job}")
+    with hydra_job([*overrides, *fast_overrides(), "loss=cross_entropy", f"resume={job}"]) as cfg:
+        train(cfg)  # in this process, in the job's folder (test_resume runs resume's command lines)
     assert tensorboard_runs(sweep_dir) == ["0/tb/loss=cross_entropy", "1/tb/loss=contrastive"]
     assert len(list((job / "tb" / "loss=cross_entropy").glob("events.out.tfevents.*"))) == 2

@@ -38,8 +38,9 @@ LOSS_SWEEP = ("experiment=quickstart", "loss=cross_entropy,contrastive", "logger
 
 
 def fast_overrides() -> list[str]:
-    """The overrides every quickstart-sized test run uses: the shared glyph data, one short epoch."""
-    return [f"dataset.root={session.glyphs_root()}", *FAST_SETTINGS]
+    """The overrides every quickstart-sized test run uses: the session's subset of the shared glyph
+    data (``session.quickstart_root``), one short epoch."""
+    return [f"dataset.root={session.quickstart_root()}", *FAST_SETTINGS]
 
 
 # A prepared benchmark (miniature data, tests/helpers/miniature_datasets.py) trained briefly on

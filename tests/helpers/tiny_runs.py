@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from PIL import Image
@@ -25,7 +24,6 @@ from tests.helpers import session
 from tests.helpers.config import ROOT
 from tests.helpers.runs import ONE_THREAD_ENV, run_train
 
-PER_CLASS = {"train": 6, "test": 4}
 # Runs compared for equality must also use the same number of threads.
 ENV = ONE_THREAD_ENV
 
@@ -46,23 +44,8 @@ TINY_OVERRIDES = [
 
 
 def tiny_glyphs(folder: Path) -> Path:
-    glyphs = session.glyphs_root()  # the data fast_overrides() uses
-    (folder / "splits").mkdir(parents=True, exist_ok=True)
-    if not (folder / "images").exists():
-        (folder / "images").symlink_to(glyphs / "images")
-    for split, keep in PER_CLASS.items():
-        with open(glyphs / "splits" / f"{split}.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-        kept, seen = [], defaultdict(int)
-        for row in rows:
-            seen[row["label"]] += 1
-            if seen[row["label"]] <= keep:
-                kept.append(row)
-        with open(folder / "splits" / f"{split}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["path", "label"])
-            writer.writeheader()
-            writer.writerows(kept)
-    return folder
+    """The session's subset of the glyphs (``session.glyphs_subset``), written into ``folder``."""
+    return session.glyphs_subset(folder)
 
 
 def tiny_args(data: Path, *extra: str) -> list[str]:
