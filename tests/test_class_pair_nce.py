@@ -83,3 +83,12 @@ def test_gradients_are_finite_and_reach_every_embedding():
 def test_classes_of_unequal_or_single_images_are_refused(labels):
     with pytest.raises(ValueError, match="sampler=m_per_class"):
         ClassPairNCELoss()(torch.randn(len(labels), 4), torch.tensor(labels))
+
+
+def test_unnormalised_embeddings_give_the_loss_of_their_directions():
+    """The loss normalises: embeddings scaled by 1 to 1000 per row give the loss of the unit
+    vectors, so a model without model.l2_normalize does not diverge through growing norms."""
+    embeddings, labels = batch(9)
+    scales = torch.logspace(0, 3, len(labels), dtype=torch.float64)[:, None]
+    assert ClassPairNCELoss(0.1)(embeddings * scales, labels).item() == pytest.approx(
+        reference(embeddings, labels, 0.1), rel=1e-12)

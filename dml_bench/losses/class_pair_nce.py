@@ -17,10 +17,11 @@ class ClassPairNCELoss(EmbeddingLoss):
                -log( exp(s(a_c, b_c) / t) / (sum_k exp(s(a_c, b_k) / t) + sum_{k != c} exp(s(a_c, a_k) / t)) )
 
     and the loss is the sum of L_ab over the m(m - 1) ordered pairs, as the official code sums
-    them (github.com/htdt/hyp_metric, ``train.py``; ``--hyp_c 0``: s is the dot product, the
-    embeddings being L2-normalised by the model). Which image of a class is in which view does not
-    matter: the views are the class's images in batch order. Every class of the batch must have
-    the same number m >= 2 of images.
+    them (github.com/htdt/hyp_metric, ``train.py``; ``--hyp_c 0``: s is the dot product of
+    L2-normalised embeddings). The loss normalises the embeddings itself: with a temperature of 0.1,
+    dot products of unnormalised embeddings grow until training diverges. Which image of a class
+    is in which view does not matter: the views are the class's images in batch order. Every
+    class of the batch must have the same number m >= 2 of images.
     """
 
     def __init__(self, temperature: float = 0.1):
@@ -36,6 +37,7 @@ class ClassPairNCELoss(EmbeddingLoss):
             raise ValueError("ClassPairNCELoss needs every class of the batch m >= 2 times, the same m for all "
                              f"(sampler=m_per_class); got class sizes {sorted(set(counts.tolist()))}.")
         num_classes = len(counts)
+        embeddings = F.normalize(embeddings, dim=1)
         views = embeddings[torch.argsort(classes, stable=True)].view(num_classes, m, -1).transpose(0, 1)
         similarities = torch.einsum("acd,bkd->abck", views, views) / self.temperature  # (m, m, C, C)
         itself = torch.eye(num_classes, dtype=torch.bool, device=embeddings.device)
