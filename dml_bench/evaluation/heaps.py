@@ -56,17 +56,17 @@ class RowHeaps:
 
 
 class DepthHeaps:
-    """Heaps for rows 0..num-1 where row i keeps its ``takes[i]`` best, ``takes`` non-decreasing:
-    consecutive rows share a ``RowHeaps`` whose width is the next power of two of their takes
-    (at most the largest take), so the groups are few and each row's heap at most twice its need."""
+    """Heaps for rows 0..num-1 where row i keeps its ``takes[i]`` best: each run of consecutive
+    rows of one width shares a ``RowHeaps``, the width the next power of two of their takes (at
+    most the largest take), so each row's heap is at most twice its need; rows that come by take
+    make few runs."""
 
     def __init__(self, takes):
-        takes = np.asarray(takes)
-        assert (np.diff(takes) >= 0).all(), "rows must come by take"
-        widths = np.minimum(2 ** np.ceil(np.log2(np.maximum(takes, 1))).astype(np.int64), takes.max())
-        self.starts = np.flatnonzero(np.r_[True, widths[1:] != widths[:-1]])
+        self.takes = takes = np.asarray(takes)
+        self.widths = np.minimum(2 ** np.ceil(np.log2(np.maximum(takes, 1))).astype(np.int64), takes.max())
+        self.starts = np.flatnonzero(np.r_[True, self.widths[1:] != self.widths[:-1]])
         self.ends = np.r_[self.starts[1:], len(takes)]
-        self.groups = [RowHeaps(end - start, int(widths[start])) for start, end in zip(self.starts, self.ends)]
+        self.groups = [RowHeaps(end - start, int(self.widths[start])) for start, end in zip(self.starts, self.ends)]
 
     def worst(self):
         """(num,) the score each row's heap drops next."""
@@ -90,6 +90,38 @@ class DepthHeaps:
         for group, start, a, b in zip(self.groups, self.starts, cuts[:-1], cuts[1:]):
             if b > a:
                 group.add_sparse(row[a:b] - start, ids[a:b], values[a:b])
+
+    def raise_floors(self, rows, ranks):
+        """For each row of the slice ``rows`` with ranks[i] > 0: every entry of its heap up to its
+        ranks[i]-th best score g becomes a placeholder (g, id -1), so the heap takes only scores
+        above g from now on. A heap that ends with a placeholder has met fewer than its width of
+        items above g, and is incomplete."""
+        for group, lo, hi, offset in self._pieces(rows.start, rows.stop):
+            rank = ranks[offset : offset + hi - lo]
+            values, indices = group.values[lo:hi], group.indices[lo:hi]
+            best = -np.sort(-values, axis=1)
+            floor = np.where(rank > 0, best[np.arange(len(best)), np.maximum(rank, 1) - 1], -np.inf)
+            below = values <= floor[:, None]  # raising every value to at least g keeps each heap a heap
+            values[below] = np.broadcast_to(floor[:, None], values.shape)[below]
+            indices[below] = -1
+
+    def start(self, rows, scores, first_id, ranks):
+        """The empty heaps of the slice ``rows`` from their first scores, a dense block (ids from
+        first_id), as ``raise_floors`` would leave them after ``add``: with ranks[i] > 0, the scores
+        above the ranks[i]-th best g and placeholders (g, id -1); else the heap's width of the best.
+        A selection of the few best per row (torch's multi-threaded ``topk``), not a heap pass."""
+        take = np.where(ranks > 0, ranks, np.minimum(self.widths[rows], scores.shape[1]))
+        values, ids = (t.numpy() for t in torch.from_numpy(scores).topk(int(take.max()), dim=1))
+        floor = np.where(ranks > 0, values[np.arange(len(values)), take - 1], -np.inf).astype(np.float32)
+        for group, lo, hi, offset in self._pieces(rows.start, rows.stop):
+            group.values[lo:hi] = floor[offset : offset + hi - lo, None]
+            group.indices[lo:hi] = -1
+        row, place = np.nonzero(np.arange(values.shape[1]) < take[:, None])
+        self.add_sparse(rows.start + row, first_id + ids[row, place], values[row, place])
+
+    def complete(self):
+        """(num,) bool: the row's heap holds no placeholder (``raise_floors``)."""
+        return np.concatenate([(group.indices >= 0).all(1) for group in self.groups])
 
     def results(self):
         """Per group: (first row, rows' scores and ids nearest first, (rows, width) each)."""
