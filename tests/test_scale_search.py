@@ -57,14 +57,15 @@ def test_own_depths_give_the_exact_neighbours_to_each_depth(metric, small_blocks
 
 
 def test_depth_heaps_group_rows_by_power_of_two_width():
-    heaps = DepthHeaps([2, 2, 3, 5, 8, 9, 40, 40])
-    assert [group.take for group in heaps.groups] == [2, 4, 8, 16, 40]
-    assert heaps.starts.tolist() == [0, 2, 3, 5, 6] and heaps.ends.tolist() == [2, 3, 5, 6, 8]
+    heaps = DepthHeaps([2, 2, 3, 5, 8, 9, 40, 40, 33, 3])
+    assert [group.take for group in heaps.groups] == [2, 4, 8, 16, 40, 4]  # a run per width
+    assert heaps.starts.tolist() == [0, 2, 3, 5, 6, 9] and heaps.ends.tolist() == [2, 3, 5, 6, 9, 10]
     empty = np.finfo(np.float32).min  # what FAISS fills a heap with
     assert (heaps.worst() == empty).all()
-    scores = np.arange(24, dtype=np.float32).reshape(8, 3)
+    scores = np.arange(30, dtype=np.float32).reshape(10, 3)
     heaps.add(scores, 0, 100)
-    assert heaps.worst().tolist() == [1, 4] + [empty] * 6  # only the width-2 heaps are full
+    assert heaps.worst().tolist() == [1, 4] + [empty] * 8  # only the width-2 heaps are full
+    assert heaps.worst(slice(1, 3)).tolist() == [4, empty]
 
 
 class LimitedGpuIndex:

@@ -18,12 +18,12 @@ class RowHeaps:
     def __init__(self, num, take):
         num, take = int(num), int(take)
         self.take = take
-        self.values = np.empty((num, take), np.float32)
-        self.indices = np.empty((num, take), np.int64)
+        # empty heaps, as FAISS's heapify leaves them (equal values make a heap), filled faster
+        self.values = np.full((num, take), np.finfo(np.float32).min, np.float32)
+        self.indices = np.full((num, take), -1, np.int64)
         self.heaps = faiss.float_minheap_array_t()
         self.heaps.nh, self.heaps.k = num, take
         self.heaps.val, self.heaps.ids = faiss.swig_ptr(self.values), faiss.swig_ptr(self.indices)
-        self.heaps.heapify()
 
     def worst(self):
         """(num,) the score a row's heap drops next (float32's lowest while it is not full)."""
@@ -59,7 +59,9 @@ class DepthHeaps:
     """Heaps for rows 0..num-1 where row i keeps its ``takes[i]`` best: each run of consecutive
     rows of one width shares a ``RowHeaps``, the width the next power of two of their takes (at
     most the largest take), so each row's heap is at most twice its need; rows that come by take
-    make few runs."""
+    make few runs. (Widths closer to the takes were tried: they move where a row's list is cut, and
+    with it which rows tied at the cut are searched again by torch, whose float32 rounding can
+    order near-ties otherwise; the gain was small.)"""
 
     def __init__(self, takes):
         self.takes = takes = np.asarray(takes)
@@ -68,9 +70,10 @@ class DepthHeaps:
         self.ends = np.r_[self.starts[1:], len(takes)]
         self.groups = [RowHeaps(end - start, int(self.widths[start])) for start, end in zip(self.starts, self.ends)]
 
-    def worst(self):
-        """(num,) the score each row's heap drops next."""
-        return np.concatenate([group.worst() for group in self.groups])
+    def worst(self, rows=slice(0, None)):
+        """The score each row of the slice ``rows`` (all rows by default) drops next."""
+        last = len(self.takes) if rows.stop is None else rows.stop
+        return np.concatenate([group.worst()[lo:hi] for group, lo, hi, _ in self._pieces(rows.start, last)])
 
     def _pieces(self, first, last):
         """(group, its rows from, to, and the first of them counted from ``first``) of each group

@@ -56,7 +56,8 @@ def leave_one_out_search(
                                       every_depth)
     if ranks is not None:
         ranks = GroupRank(*(rank[rows].to(embeddings.device) for rank in ranks))
-    return neighbors[rows], ranks
+    every = len(rows) == len(embeddings) and bool((rows == torch.arange(len(rows))).all())
+    return neighbors if every else neighbors[rows], ranks
 
 
 def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
@@ -92,8 +93,8 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
     product = np.empty(size, np.float32)
     side = _BlockSide(size, sq_norms)
 
-    def floors():
-        return heaps.worst() if counter is None else np.minimum(heaps.worst(), counter.floor)
+    def floors(block):
+        return heaps.worst(block) if counter is None else np.minimum(heaps.worst(block), counter.floor[block])
 
     def count(scores, block_i, block_j):  # rows I see every score of the block
         if counter is not None:
@@ -122,10 +123,9 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
                     ranks = _sample_ranks(heaps.widths[block_i], seen, num - 1)
                     heaps.start(block_i, scores, block_j.start, ranks)
                     count(scores, block_i, block_j)
-                    offer(np.full(len(inner), np.inf, np.float32), floors()[block_j], block_i, block_j)
+                    offer(np.full(len(inner), np.inf, np.float32), floors(block_j), block_i, block_j)
                 else:
-                    floor = floors()
-                    offer(floor[block_i], floor[block_j], block_i, block_j)
+                    offer(floors(block_i), floors(block_j), block_i, block_j)
             if phase == 0:  # the sample rows have met the sample
                 heaps.raise_floors(slice(0, seen), _sample_ranks(heaps.widths[:seen], seen - 1, num - 1))
     complete = heaps.complete()  # else the sample's guess was above the row's floor
@@ -179,8 +179,8 @@ def _sample_ranks(widths, seen, others):
     GUESS_FAILURE: the number of the sample's items among the row's ``width`` best is
     hypergeometric, bounded here by a Poisson tail (heavier than the binomial's, heavier still
     than the hypergeometric's). 0 where no rank the row's heap holds is safe enough."""
-    mean = widths * (seen / others)
-    rank = stats.poisson.isf(GUESS_FAILURE, mean).astype(np.int64) + 1  # P(X >= rank) <= GUESS_FAILURE
+    unique, each = np.unique(widths, return_inverse=True)
+    rank = stats.poisson.isf(GUESS_FAILURE, unique * (seen / others)).astype(np.int64)[each] + 1  # P(X >= rank)
     return np.where((rank <= widths) & (rank <= seen), rank, 0)
 
 
