@@ -102,7 +102,9 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
             counter.count(row, values)
 
     def offer(row_floors, column_floors, block_i, block_j):
-        for row, ids, values in side.candidates(inner, row_floors, column_floors, block_i, block_j):
+        # the group-rank counting's floors (each row's best same-group score) differ widely
+        found = side.candidates(inner, row_floors, column_floors, block_i, block_j, apart=counter is not None)
+        for row, ids, values in found:
             heaps.add_sparse(row, ids, values)
             if counter is not None:
                 counter.count(row, values)
@@ -236,13 +238,14 @@ class _BlockSide:
         scores -= self.sq_norms[ids][:, None] if transposed else self.sq_norms[ids][None, :]
         return scores
 
-    def candidates(self, inner, floor_i, floor_j, rows, ids):
+    def candidates(self, inner, floor_i, floor_j, rows, ids, *, apart=False):
         """Both sides of the off-diagonal block rows x ids, found in one pass over it: (row,
         id, value) of the scores above their row's floor (floor_i for ``rows``, floor_j for
         ``ids``), sorted by row; first for ``rows`` (ids: the block's columns), then for ``ids``
-        (ids: the block's rows)."""
+        (ids: the block's rows). ``apart``: compare each side with its own floors, for floors
+        that differ widely from row to row (the lowest would let too much through)."""
         mask = self.mask[: inner.size].reshape(inner.shape)
-        if self.sq_norms is None:
+        if self.sq_norms is None and not apart:
             # a score above its row's or its column's floor is above the lower of its own side's
             # floor and the other side's lowest: the side holding the lowest floor keeps its own
             if floor_i.min() <= floor_j.min():
