@@ -6,7 +6,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from dml_bench.evaluation import knn, retrieval_metrics, symmetric
+from dml_bench.evaluation import group_rank, knn, retrieval_metrics, symmetric
 from dml_bench.evaluation.metric_names import (
     MAP_AT_R,
     NMI,
@@ -525,15 +525,22 @@ def test_symmetric_search_ranks_nearest_group_member(metric, small_blocks):
 @pytest.mark.parametrize("num", [1, 3, 15, 16, 17, 33, 129])
 @pytest.mark.parametrize("rows", [4, 8, 16])
 def test_symmetric_blocks_cover_each_pair_once(num, rows):
+    """The pass's three phases together cover each pair once: the sample (the first ``rows`` rows)
+    with itself, then every other row with the sample, then the others among themselves."""
     covered = np.zeros((num, num), int)
-    blocks = symmetric._blocks(num, rows)
-    for block_i, block_j in blocks:
-        covered[block_i, block_j] += 1
-        if block_i != block_j:
-            covered[block_j, block_i] += 1
+    sample = min(rows, num)
+    for phase, blocks in enumerate(symmetric._schedule(num, rows)):
+        for block_i, block_j in blocks:
+            covered[block_i, block_j] += 1
+            if block_i != block_j:
+                covered[block_j, block_i] += 1
+            if phase == 0:
+                assert block_i.stop <= sample and block_j.stop <= sample
+            elif phase == 1:
+                assert block_i.start >= sample and block_j == slice(0, sample)
+            else:
+                assert block_i.start >= sample and block_j.start >= sample
     assert (covered == 1).all()
-    diagonal = [block_i == block_j for block_i, block_j in blocks]
-    assert diagonal == sorted(diagonal, reverse=True)  # the diagonal blocks come first
 
 
 @pytest.mark.parametrize("metric", knn.METRICS)
@@ -544,7 +551,7 @@ def test_best_in_group_scores(metric, small_blocks):
     groups = np.concatenate([np.repeat(np.arange(20), 3), np.full(100, 20), [21, 22, 22]])
     x = rng.standard_normal((len(groups), 5)).astype(np.float32)
     sq_norms = (x * x).sum(1) if metric == "l2" else None
-    best = symmetric._best_in_group(x, groups, sq_norms)
+    best = group_rank.best_in_group(x, groups, sq_norms)
     x64 = x.astype(np.float64)
     scores = x64 @ x64.T if metric == "inner_product" else 2 * x64 @ x64.T - (x64 * x64).sum(1)[None, :]
     same = (groups[:, None] == groups[None, :]) & ~np.eye(len(x), dtype=bool)

@@ -57,14 +57,15 @@ def test_own_depths_give_the_exact_neighbours_to_each_depth(metric, small_blocks
 
 
 def test_depth_heaps_group_rows_by_power_of_two_width():
-    heaps = DepthHeaps([2, 2, 3, 5, 8, 9, 40, 40])
-    assert [group.take for group in heaps.groups] == [2, 4, 8, 16, 40]
-    assert heaps.starts.tolist() == [0, 2, 3, 5, 6] and heaps.ends.tolist() == [2, 3, 5, 6, 8]
+    heaps = DepthHeaps([2, 2, 3, 5, 8, 9, 40, 40, 33, 3])
+    assert [group.take for group in heaps.groups] == [2, 4, 8, 16, 40, 4]  # a run per width
+    assert heaps.starts.tolist() == [0, 2, 3, 5, 6, 9] and heaps.ends.tolist() == [2, 3, 5, 6, 9, 10]
     empty = np.finfo(np.float32).min  # what FAISS fills a heap with
     assert (heaps.worst() == empty).all()
-    scores = np.arange(24, dtype=np.float32).reshape(8, 3)
+    scores = np.arange(30, dtype=np.float32).reshape(10, 3)
     heaps.add(scores, 0, 100)
-    assert heaps.worst().tolist() == [1, 4] + [empty] * 6  # only the width-2 heaps are full
+    assert heaps.worst().tolist() == [1, 4] + [empty] * 8  # only the width-2 heaps are full
+    assert heaps.worst(slice(1, 3)).tolist() == [4, empty]
 
 
 class LimitedGpuIndex:
@@ -116,3 +117,42 @@ def test_inat_like_sizes_and_search_depth():
     x, labels = synthetic_inat(6_000, 8, seed=0)
     assert x.shape == (6_000, 8) and np.bincount(labels).max() == 1_003
     assert search_depth(labels, (1, 4, 16, 32)) == 1_003 and search_depth(np.repeat(np.arange(5), 3), (1, 10)) == 11
+
+
+def test_depth_heaps_keep_only_what_lies_above_a_guessed_floor():
+    """``start`` (from a first block) and ``raise_floors`` (after ``add``) leave the same heaps:
+    with a rank, the scores above that best score and placeholders (it, id -1) that mark the heap
+    incomplete; without one (rank 0), the heap's width of the best."""
+    scores = np.array([[5, 1, 4, 2, 3], [5, 1, 4, 2, 3]], np.float32)
+    ranks = np.array([2, 0])
+    started, added = DepthHeaps([3, 3]), DepthHeaps([3, 3])
+    started.start(slice(0, 2), scores, 10, ranks)
+    added.add(scores, 0, 10)
+    added.raise_floors(slice(0, 2), ranks)
+    for heaps in (started, added):
+        assert heaps.worst().tolist() == [4, 3]
+        assert heaps.complete().tolist() == [False, True]
+        _, values, ids = heaps.results()[0]  # FAISS lists placeholders last, at float32's lowest
+        lowest = np.finfo(np.float32).min
+        assert values.tolist() == [[5, lowest, lowest], [5, 4, 3]]
+        assert ids.tolist() == [[10, -1, -1], [10, 12, 14]]
+
+
+@pytest.mark.parametrize("metric", knn.METRICS)
+@pytest.mark.parametrize("failure", [0.9, symmetric.GUESS_FAILURE])
+def test_rows_whose_guessed_floor_was_too_high_are_searched_again(metric, failure, small_blocks, monkeypatch):
+    """With floors guessed from the sample at a 0.9 chance of being too high, many rows end
+    incomplete and are searched again; the neighbours are the plain search's either way."""
+    monkeypatch.setattr(symmetric, "GUESS_FAILURE", failure)
+    incomplete = []
+    complete = DepthHeaps.complete
+    monkeypatch.setattr(DepthHeaps, "complete", lambda self: incomplete.append(~complete(self)) or complete(self))
+    x, _ = long_tailed(seed=3, sizes=(60, 30, 20, 12, 9, 8, 7, 6, 5, 4, 4, 3, 3, 2, 2, 2))
+    x = torch.from_numpy(x)
+    rows = torch.arange(len(x))
+    depths = torch.from_numpy(np.random.default_rng(4).integers(8, 60, size=len(x)))
+    found, _ = symmetric.leave_one_out_search(x, rows, 60, metric=metric, backend="symmetric", depths=depths)
+    plain, _ = symmetric.leave_one_out_search(x, rows, 60, metric=metric, backend="torch")
+    within = torch.arange(60) < depths[:, None]
+    assert torch.equal(found[within], plain[within])
+    assert incomplete[0].sum() > (10 if failure == 0.9 else -1)

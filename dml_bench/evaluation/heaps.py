@@ -18,12 +18,12 @@ class RowHeaps:
     def __init__(self, num, take):
         num, take = int(num), int(take)
         self.take = take
-        self.values = np.empty((num, take), np.float32)
-        self.indices = np.empty((num, take), np.int64)
+        # empty heaps, as FAISS's heapify leaves them (equal values make a heap), filled faster
+        self.values = np.full((num, take), np.finfo(np.float32).min, np.float32)
+        self.indices = np.full((num, take), -1, np.int64)
         self.heaps = faiss.float_minheap_array_t()
         self.heaps.nh, self.heaps.k = num, take
         self.heaps.val, self.heaps.ids = faiss.swig_ptr(self.values), faiss.swig_ptr(self.indices)
-        self.heaps.heapify()
 
     def worst(self):
         """(num,) the score a row's heap drops next (float32's lowest while it is not full)."""
@@ -56,21 +56,24 @@ class RowHeaps:
 
 
 class DepthHeaps:
-    """Heaps for rows 0..num-1 where row i keeps its ``takes[i]`` best, ``takes`` non-decreasing:
-    consecutive rows share a ``RowHeaps`` whose width is the next power of two of their takes
-    (at most the largest take), so the groups are few and each row's heap at most twice its need."""
+    """Heaps for rows 0..num-1 where row i keeps its ``takes[i]`` best: each run of consecutive
+    rows of one width shares a ``RowHeaps``, the width the next power of two of their takes (at
+    most the largest take), so each row's heap is at most twice its need; rows that come by take
+    make few runs. (Widths closer to the takes were tried: they move where a row's list is cut, and
+    with it which rows tied at the cut are searched again by torch, whose float32 rounding can
+    order near-ties otherwise; the gain was small.)"""
 
     def __init__(self, takes):
-        takes = np.asarray(takes)
-        assert (np.diff(takes) >= 0).all(), "rows must come by take"
-        widths = np.minimum(2 ** np.ceil(np.log2(np.maximum(takes, 1))).astype(np.int64), takes.max())
-        self.starts = np.flatnonzero(np.r_[True, widths[1:] != widths[:-1]])
+        self.takes = takes = np.asarray(takes)
+        self.widths = np.minimum(2 ** np.ceil(np.log2(np.maximum(takes, 1))).astype(np.int64), takes.max())
+        self.starts = np.flatnonzero(np.r_[True, self.widths[1:] != self.widths[:-1]])
         self.ends = np.r_[self.starts[1:], len(takes)]
-        self.groups = [RowHeaps(end - start, int(widths[start])) for start, end in zip(self.starts, self.ends)]
+        self.groups = [RowHeaps(end - start, int(self.widths[start])) for start, end in zip(self.starts, self.ends)]
 
-    def worst(self):
-        """(num,) the score each row's heap drops next."""
-        return np.concatenate([group.worst() for group in self.groups])
+    def worst(self, rows=slice(0, None)):
+        """The score each row of the slice ``rows`` (all rows by default) drops next."""
+        last = len(self.takes) if rows.stop is None else rows.stop
+        return np.concatenate([group.worst()[lo:hi] for group, lo, hi, _ in self._pieces(rows.start, last)])
 
     def _pieces(self, first, last):
         """(group, its rows from, to, and the first of them counted from ``first``) of each group
@@ -90,6 +93,38 @@ class DepthHeaps:
         for group, start, a, b in zip(self.groups, self.starts, cuts[:-1], cuts[1:]):
             if b > a:
                 group.add_sparse(row[a:b] - start, ids[a:b], values[a:b])
+
+    def raise_floors(self, rows, ranks):
+        """For each row of the slice ``rows`` with ranks[i] > 0: every entry of its heap up to its
+        ranks[i]-th best score g becomes a placeholder (g, id -1), so the heap takes only scores
+        above g from now on. A heap that ends with a placeholder has met fewer than its width of
+        items above g, and is incomplete."""
+        for group, lo, hi, offset in self._pieces(rows.start, rows.stop):
+            rank = ranks[offset : offset + hi - lo]
+            values, indices = group.values[lo:hi], group.indices[lo:hi]
+            best = -np.sort(-values, axis=1)
+            floor = np.where(rank > 0, best[np.arange(len(best)), np.maximum(rank, 1) - 1], -np.inf)
+            below = values <= floor[:, None]  # raising every value to at least g keeps each heap a heap
+            values[below] = np.broadcast_to(floor[:, None], values.shape)[below]
+            indices[below] = -1
+
+    def start(self, rows, scores, first_id, ranks):
+        """The empty heaps of the slice ``rows`` from their first scores, a dense block (ids from
+        first_id), as ``raise_floors`` would leave them after ``add``: with ranks[i] > 0, the scores
+        above the ranks[i]-th best g and placeholders (g, id -1); else the heap's width of the best.
+        A selection of the few best per row (torch's multi-threaded ``topk``), not a heap pass."""
+        take = np.where(ranks > 0, ranks, np.minimum(self.widths[rows], scores.shape[1]))
+        values, ids = (t.numpy() for t in torch.from_numpy(scores).topk(int(take.max()), dim=1))
+        floor = np.where(ranks > 0, values[np.arange(len(values)), take - 1], -np.inf).astype(np.float32)
+        for group, lo, hi, offset in self._pieces(rows.start, rows.stop):
+            group.values[lo:hi] = floor[offset : offset + hi - lo, None]
+            group.indices[lo:hi] = -1
+        row, place = np.nonzero(np.arange(values.shape[1]) < take[:, None])
+        self.add_sparse(rows.start + row, first_id + ids[row, place], values[row, place])
+
+    def complete(self):
+        """(num,) bool: the row's heap holds no placeholder (``raise_floors``)."""
+        return np.concatenate([(group.indices >= 0).all(1) for group in self.groups])
 
     def results(self):
         """Per group: (first row, rows' scores and ids nearest first, (rows, width) each)."""

@@ -6,23 +6,15 @@ also counts, on the way, the rank of each row's nearest same-group item. Order a
 
 import math
 from contextlib import contextmanager
-from typing import NamedTuple
 
 import faiss
 import numpy as np
 import torch
+from scipy import stats
 
 from dml_bench.evaluation import knn
+from dml_bench.evaluation.group_rank import GroupRank, GroupRankCounter
 from dml_bench.evaluation.heaps import DepthHeaps
-
-
-class GroupRank(NamedTuple):
-    """Where each row's nearest same-group item ranks among the row's neighbours (0-based):
-    between ``low`` and ``high``, both included; ``low`` at or beyond the search's cap means
-    the item ranks there or deeper."""
-
-    low: torch.Tensor
-    high: torch.Tensor
 
 
 def leave_one_out_search(
@@ -64,7 +56,8 @@ def leave_one_out_search(
                                       every_depth)
     if ranks is not None:
         ranks = GroupRank(*(rank[rows].to(embeddings.device) for rank in ranks))
-    return neighbors[rows], ranks
+    every = len(rows) == len(embeddings) and bool((rows == torch.arange(len(rows))).all())
+    return neighbors if every else neighbors[rows], ranks
 
 
 def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
@@ -72,90 +65,155 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
     ``groups``, also each row's ``GroupRank``; with ``depths`` (num,) each row's own depth (both:
     see ``leave_one_out_search``).
 
-    Leave-one-out scores are symmetric (s(i, j) = s(j, i)), so only the blocks (I, J) with
-    J >= I are computed: half the FLOPs of a full product, which is what a search costs. The
-    diagonal blocks go first and fill every row's running top k + 1 (FAISS heaps); then each
-    block (I, J) offers rows I its scores and rows J its transposed scores, but only those above
-    the row's current floor: its heap's worst score, or lower while the row still counts the items
-    above its best same-group score. A comparison and a scan find those few scores, so no
-    transposed copy is ever made.
+    Leave-one-out scores are symmetric (s(i, j) = s(j, i)), so only one block of each pair (I, J),
+    (J, I) is computed: half the FLOPs of a full product, which is what a search costs. Each block
+    offers its rows its scores and, through its transpose, its columns theirs, but only those above
+    the row's floor: its heap's worst score, or lower while the row still counts the items above its
+    best same-group score. One comparison over the block finds those few, for both sides at once.
+    The floors start high: the pass begins with a random sample of rows (``_pass_order``), which
+    every row meets first; each row's heap then drops what lies below a guess made from the
+    sample, one that is below the row's final floor but for a small chance (``_sample_ranks``). A
+    row for which the guess was too high ends with fewer than its heap's width of items above it,
+    and is searched again on its own: the result is exact either way.
     For l2 a row's score is 2<i, j> - |j|^2, as in the torch backend: both sides of a block
     share the product and subtract the other side's squared norms.
-    The pass runs over the rows sorted by the heap width their depth needs (``DepthHeaps``), and
-    maps the rows and ids back at the end.
+    Rows come by the heap width their depth needs (``DepthHeaps``), and are mapped back at the end.
     """
     num, take = len(embeddings), min(k + 1, len(embeddings) - 1)
     takes = np.full(num, take) if depths is None else np.minimum(np.asarray(depths) + 1, take)
-    order = np.argsort(takes, kind="stable")
-    x = knn.as_faiss_input(embeddings)
-    x = x if depths is None else x[order]  # without depths the order is the identity
-    heaps = DepthHeaps(takes[order])
-    sq_norms = knn.squared_norms(embeddings).cpu().numpy()[order] if metric == "l2" else None
-    counter = None if groups is None else _GroupRankCounter(x, np.asarray(groups)[order], sq_norms, cap)
     # 4096 rows at the default budget, the fastest block measured; with the float32 block, an
     # l2 score block and a bool mask (9 bytes a score), the buffers stay within knn.BLOCK_BYTES.
     rows = max(4, math.isqrt(knn.BLOCK_BYTES // 16) // 4 * 4)
+    order = _pass_order(takes, rows)
+    x = knn.as_faiss_input(embeddings)[order]
+    heaps = DepthHeaps(takes[order])
+    sq_norms = knn.squared_norms(embeddings).cpu().numpy()[order] if metric == "l2" else None
+    counter = None if groups is None else GroupRankCounter(x, np.asarray(groups)[order], sq_norms, cap)
     size = min(rows, num) ** 2
     product = np.empty(size, np.float32)
     side = _BlockSide(size, sq_norms)
+
+    def floors(block):
+        return heaps.worst(block) if counter is None else np.minimum(heaps.worst(block), counter.floor[block])
+
+    def count(scores, block_i, block_j):  # rows I see every score of the block
+        if counter is not None:
+            row, _, values = side.above_floor(scores, counter.floor, block_i, block_j)
+            counter.count(row, values)
+
+    def offer(row_floors, column_floors, block_i, block_j):
+        # the group-rank counting's floors (each row's best same-group score) differ widely
+        found = side.candidates(inner, row_floors, column_floors, block_i, block_j, apart=counter is not None)
+        for row, ids, values in found:
+            heaps.add_sparse(row, ids, values)
+            if counter is not None:
+                counter.count(row, values)
+
+    sample, others, rest = _schedule(num, rows)
+    seen = min(rows, num)  # the sample's size
     with _faiss_threads(1):  # FAISS's OpenMP threads would compete with the BLAS threads
-        for block_i, block_j in _blocks(num, rows):
-            inner = _inner_products(x, block_i, block_j, product)
-            if block_i == block_j:
-                scores = side.scores(inner, block_j, transposed=False)
-                np.fill_diagonal(scores, -np.inf)  # each row skips itself
-                heaps.add(scores, block_i.start, block_i.start)
-                if counter is not None:
-                    row, _, values = side.above_floor(scores, counter.floor, block_i, block_j, False)
-                    counter.count(row, values)
-                continue
-            for rows_here, rows_there, transposed in ((block_i, block_j, False), (block_j, block_i, True)):
-                if counter is None and not transposed:  # FAISS's heaps scan a row-major block in one pass
-                    heaps.add(side.scores(inner, rows_there, transposed=False), rows_here.start, rows_there.start)
-                    continue
-                floor = heaps.worst() if counter is None else np.minimum(heaps.worst(), counter.floor)
-                row, ids, values = side.find(inner, floor, rows_here, rows_there, transposed)
-                heaps.add_sparse(row, ids, values)
-                if counter is not None:
-                    counter.count(row, values)
-    twins = knn.find_twins(embeddings)
-    neighbors = torch.full((num, k), -1, dtype=torch.long)
+        for phase, blocks in enumerate((sample, others, rest)):
+            for block_i, block_j in blocks:
+                inner = _inner_products(x[block_i], x[block_j], product)
+                if block_i == block_j:
+                    scores = side.scores(inner, block_j, transposed=False)
+                    np.fill_diagonal(scores, -np.inf)  # each row skips itself
+                    heaps.add(scores, block_i.start, block_j.start)
+                    count(scores, block_i, block_j)
+                elif phase == 1:  # rows I meet the sample first, the sample rows them
+                    scores = side.scores(inner, block_j, transposed=False)
+                    ranks = _sample_ranks(heaps.widths[block_i], seen, num - 1)
+                    heaps.start(block_i, scores, block_j.start, ranks)
+                    count(scores, block_i, block_j)
+                    offer(np.full(len(inner), np.inf, np.float32), floors(block_j), block_i, block_j)
+                else:
+                    offer(floors(block_i), floors(block_j), block_i, block_j)
+            if phase == 0:  # the sample rows have met the sample
+                heaps.raise_floors(slice(0, seen), _sample_ranks(heaps.widths[:seen], seen - 1, num - 1))
+    complete = heaps.complete()  # else the sample's guess was above the row's floor
+    redo = np.flatnonzero(~complete)
     back = torch.from_numpy(order)
-    for first, values, indices in heaps.results():
-        rows = back[first : first + len(values)]
-        settle = k if values.shape[1] == take else values.shape[1] - 1
-        query, itself = embeddings[rows.to(embeddings.device)], rows.to(embeddings.device)
-        found = knn.first_k_settled(values, back[indices], settle, query, embeddings, metric, itself, twins)
-        neighbors[rows, :settle] = found
+    settled = [(heaps, back, torch.from_numpy(complete))]
+    if len(redo):  # searched again, whole rows against every band, by the same product
+        again = DepthHeaps(heaps.takes[redo])
+        for start in range(0, len(redo), rows):
+            chunk = redo[start : start + rows]
+            for band in range(0, num, rows):
+                block = slice(band, min(band + rows, num))
+                scores = side.scores(_inner_products(x[chunk], x[block], product), block, transposed=False)
+                itself = (band <= chunk) & (chunk < block.stop)
+                scores[np.flatnonzero(itself), chunk[itself] - band] = -np.inf
+                again.add(scores, start, band)
+        settled.append((again, back[redo], torch.ones(len(redo), dtype=torch.bool)))
+    neighbors = torch.full((num, k), -1, dtype=torch.long)
+    twins = knn.find_twins(embeddings)
+    for found, ids, keep in settled:
+        for first, values, indices in found.results():
+            part = slice(first, first + len(values))
+            rows, values, indices = ids[part][keep[part]], values[keep[part]], indices[keep[part]]
+            settle = k if values.shape[1] == take else values.shape[1] - 1
+            query, itself = embeddings[rows.to(embeddings.device)], rows.to(embeddings.device)
+            neighbors[rows, :settle] = knn.first_k_settled(values, back[indices], settle, query, embeddings, metric,
+                                                           itself, twins)
     if counter is None:
         return neighbors, None
     ranks = GroupRank(*(torch.empty_like(rank).index_copy_(0, back, rank) for rank in counter.ranks()))
     return neighbors, ranks
 
 
-def _blocks(num, rows):
-    """Pairs of row ranges (I, J) whose blocks cover each pair of rows once (I == J: the block
-    holds both orders), diagonal blocks first.
+# The chance that a row's floor guessed from the sample is too high, so that the row is searched again.
+GUESS_FAILURE = 1e-3
+SAMPLE_SEED = 0
 
-    The diagonal is tiled by blocks of rows / 4, whose scores alone fill the heaps; the rest of
-    each band of ``rows`` rows by one block of rows / 2 and two of rows / 4, so the diagonal
-    costs 5/8 of its square instead of all of it; the other blocks are rows x rows.
+
+def _pass_order(takes, rows):
+    """The rows in the order of the pass: a random sample of ``rows`` rows, then the others; each
+    part by take (stable), so that rows of one heap width are contiguous."""
+    num = len(takes)
+    sample = np.zeros(num, bool)
+    sample[np.random.default_rng(SAMPLE_SEED).choice(num, min(rows, num), replace=False)] = True
+    return np.concatenate([np.flatnonzero(part)[np.argsort(takes[part], kind="stable")] for part in (sample, ~sample)])
+
+
+def _sample_ranks(widths, seen, others):
+    """(rows,) which best score of a row among ``seen`` random others (of ``others``) to take for
+    its floor, so that it lies below the row's ``width``-th best of all but with chance
+    GUESS_FAILURE: the number of the sample's items among the row's ``width`` best is
+    hypergeometric, bounded here by a Poisson tail (heavier than the binomial's, heavier still
+    than the hypergeometric's). 0 where no rank the row's heap holds is safe enough."""
+    unique, each = np.unique(widths, return_inverse=True)
+    rank = stats.poisson.isf(GUESS_FAILURE, unique * (seen / others)).astype(np.int64)[each] + 1  # P(X >= rank)
+    return np.where((rank <= widths) & (rank <= seen), rank, 0)
+
+
+def _schedule(num, rows):
+    """The pass's blocks (I, J) in three phases, which together cover each pair of rows once
+    (I == J: the block holds both orders): the sample (rows 0 to ``rows``) with itself; every other
+    band of ``rows`` rows against the sample, as (band, sample); the other bands among themselves.
+
+    A band's own pairs are tiled by diagonal blocks of rows / 4, then one block of rows / 2 and two
+    of rows / 4 off the diagonal, so that the diagonal costs 5/8 of its square instead of all of it.
     """
     quarter = rows // 4
-    blocks = [(slice(i, min(i + quarter, num)),) * 2 for i in range(0, num, quarter)]
-    for band in range(0, num, rows):
-        end = min(band + rows, num)
+
+    def band(start):
+        end = min(start + rows, num)
+        blocks = [(slice(i, min(i + quarter, end)),) * 2 for i in range(start, end, quarter)]
         for size in (rows // 2, quarter):
-            for i in range(band, end, 2 * size):
+            for i in range(start, end, 2 * size):
                 if i + size < end:
                     blocks.append((slice(i, i + size), slice(i + size, min(i + 2 * size, end))))
-        blocks += [(slice(band, end), slice(j, min(j + rows, num))) for j in range(end, num, rows)]
-    return blocks
+        return blocks
+
+    bands = range(rows, num, rows)
+    others = [(slice(i, min(i + rows, num)), slice(0, min(rows, num))) for i in bands]
+    rest = [block for i in bands for block in band(i)]
+    rest += [(slice(i, min(i + rows, num)), slice(j, min(j + rows, num))) for i in bands for j in bands if j > i]
+    return band(0), others, rest
 
 
-def _inner_products(x, block_i, block_j, buffer):
-    """Inner products of rows I x rows J, written into the flat buffer."""
-    rows_i, rows_j = x[block_i], x[block_j]
+def _inner_products(rows_i, rows_j, buffer):
+    """Inner products of rows_i x rows_j, written into the flat buffer."""
     inner = buffer[: len(rows_i) * len(rows_j)].reshape(len(rows_i), len(rows_j))
     return np.matmul(rows_i, rows_j.T, out=inner)  # numpy's BLAS: the fastest on the CPUs measured
 
@@ -180,25 +238,49 @@ class _BlockSide:
         scores -= self.sq_norms[ids][:, None] if transposed else self.sq_norms[ids][None, :]
         return scores
 
-    def find(self, inner, floor, rows, ids, transposed):
-        """``above_floor`` of the block's scores."""
-        return self.above_floor(self.scores(inner, ids, transposed=transposed), floor, rows, ids, transposed)
-
-    def above_floor(self, scores, floor, rows, ids, transposed):
-        """(row, id, value) of the scores above the floor of their row, rows counted from 0
-        (rows: this side's, ids: the other side's), sorted by row then id."""
-        row_floor = floor[rows]
-        mask = self.mask[: scores.size].reshape(scores.shape)
-        np.greater(scores, row_floor[None, :] if transposed else row_floor[:, None], out=mask)
+    def candidates(self, inner, floor_i, floor_j, rows, ids, *, apart=False):
+        """Both sides of the off-diagonal block rows x ids, found in one pass over it: (row,
+        id, value) of the scores above their row's floor (floor_i for ``rows``, floor_j for
+        ``ids``), sorted by row; first for ``rows`` (ids: the block's columns), then for ``ids``
+        (ids: the block's rows). ``apart``: compare each side with its own floors, for floors
+        that differ widely from row to row (the lowest would let too much through)."""
+        mask = self.mask[: inner.size].reshape(inner.shape)
+        if self.sq_norms is None and not apart:
+            # a score above its row's or its column's floor is above the lower of its own side's
+            # floor and the other side's lowest: the side holding the lowest floor keeps its own
+            if floor_i.min() <= floor_j.min():
+                np.greater(inner, np.minimum(floor_i, floor_j.min())[:, None], out=mask)
+            else:
+                np.greater(inner, np.minimum(floor_j, floor_i.min())[None, :], out=mask)
+        else:
+            np.greater(self.scores(inner, ids, transposed=False), floor_i[:, None], out=mask)
+            mask |= self.scores(inner, rows, transposed=True) > floor_j[None, :]
         found = np.flatnonzero(mask)
+        row, column = np.divmod(found, inner.shape[1])
+        product = inner.ravel()[found]
+        values = self._score(product, column, ids)
+        keep = values > floor_i[row]
+        yield rows.start + row[keep], ids.start + column[keep], values[keep]
+        values = self._score(product, row, rows)
+        keep = values > floor_j[column]
+        row, column, values = row[keep], column[keep], values[keep]
+        # a radix sort for 16-bit keys: the blocks' widths fit, and it is O(n)
+        by_column = np.argsort(column.astype(np.int16) if inner.shape[1] < 2**15 else column, kind="stable")
+        yield ids.start + column[by_column], rows.start + row[by_column], values[by_column]
+
+    def _score(self, product, other, other_ids):
+        """Scores from inner products, each against item ``other`` of ``other_ids``, computed as
+        ``scores`` computes them (the same float32 operations)."""
+        if self.sq_norms is None:
+            return product
+        return product * np.float32(2) - self.sq_norms[other_ids][other]
+
+    def above_floor(self, scores, floor, rows, ids):
+        """(row, id, value) of the scores above the floor of their row, sorted by row then id."""
+        mask = self.mask[: scores.size].reshape(scores.shape)
+        found = np.flatnonzero(np.greater(scores, floor[rows][:, None], out=mask))
         row, column = np.divmod(found, scores.shape[1])
-        values = scores.ravel()[found]
-        if transposed:
-            # a radix sort for 16-bit keys: the blocks' widths fit, and it is O(n)
-            keys = column.astype(np.int16) if scores.shape[1] < 2**15 else column
-            by_row = np.argsort(keys, kind="stable")
-            row, column, values = column[by_row], row[by_row], values[by_row]
-        return rows.start + row, ids.start + column, values
+        return rows.start + row, ids.start + column, scores.ravel()[found]
 
 
 @contextmanager
@@ -210,82 +292,3 @@ def _faiss_threads(count):
         yield
     finally:
         faiss.omp_set_num_threads(before)
-
-
-class _GroupRankCounter:
-    """Counts, for each row, the items scoring above its best same-group item.
-
-    That best score is computed beforehand, by another summation than the blocks' product, so
-    the two may differ by a rounding error: items beyond ``tolerance`` of it are surely above
-    or below it, items within are ``near`` (the best same-group item itself among them).
-    A row stops counting once ``cap`` items are surely above.
-    """
-
-    def __init__(self, x, groups, sq_norms, cap):
-        best = _best_in_group(x, groups, sq_norms)
-        tolerance = _score_tolerance(x, sq_norms is not None)
-        self.low, self.high = best - tolerance, best + tolerance
-        self.above = np.zeros(len(x), np.int64)
-        self.near = np.zeros(len(x), np.int64)
-        self.cap = cap
-        self.floor = self.low.copy()  # the lowest score a row still needs to see
-
-    def count(self, row, values):
-        counted = values > self.low[row]
-        row, values = row[counted], values[counted]
-        above = values > self.high[row]
-        self.above += np.bincount(row[above], minlength=len(self.above))
-        self.near += np.bincount(row[~above], minlength=len(self.near))
-        self.floor[self.above >= self.cap] = np.inf
-
-    def ranks(self):
-        """Nearest same-group item's rank: after the items surely above it, before the others
-        near it; at least ``cap`` once ``cap`` are surely above (its band was never seen)."""
-        capped = self.above >= self.cap
-        high = np.where(capped, self.above, self.above + self.near - 1)
-        return GroupRank(torch.from_numpy(self.above), torch.from_numpy(high))
-
-
-def _best_in_group(x, groups, sq_norms):
-    """(num,) each row's best score among the other rows of its group; +inf for a row alone
-    (it counts nothing). Groups are searched by size: a batched product per chunk of groups."""
-    groups = np.asarray(groups)
-    best = np.full(len(x), np.inf, np.float32)
-    order = np.argsort(groups, kind="stable")
-    _, first, size = np.unique(groups[order], return_index=True, return_counts=True)
-    for m in np.unique(size[size > 1]):
-        members = order[first[size == m][:, None] + np.arange(m)]  # (groups of size m, m)
-        # each step holds (groups, rows, m) scores and (groups, m, dim) embeddings
-        groups_per_step = max(1, knn.BLOCK_BYTES // (4 * m * max(m, x.shape[1])))
-        rows_per_step = min(m, max(1, knn.BLOCK_BYTES // (4 * m)))  # < m only for one huge group
-        for g in range(0, len(members), groups_per_step):
-            group = members[g : g + groups_per_step]
-            embeddings = x[group]  # (groups, m, dim)
-            for r in range(0, m, rows_per_step):
-                rows = group[:, r : r + rows_per_step]
-                scores = np.matmul(embeddings[:, r : r + rows_per_step], embeddings.transpose(0, 2, 1))
-                if sq_norms is not None:
-                    scores = 2 * scores - sq_norms[group][:, None, :]
-                itself = np.arange(rows.shape[1])
-                scores[:, itself, r + itself] = -np.inf
-                best[rows] = scores.max(2)
-    return best
-
-
-def _score_tolerance(x, l2):
-    """(num,) bound on how far two float32 computations of a row's score may differ.
-
-    Any summation order of a d-term dot product errs by at most gamma_d |q| |g| (Higham, eq. 3.5);
-    the two computations twice that, with |g| at most the largest norm. For l2 the score
-    2<q, g> - |g|^2 doubles the product's error and rounds once more.
-    """
-    unit = 2.0**-24
-    gamma = (x.shape[1] + 2) * unit / (1 - (x.shape[1] + 2) * unit)
-    norms = np.linalg.norm(x, axis=1).astype(np.float64)
-    largest = norms.max()
-    bound = 2 * gamma * norms * largest
-    if l2:
-        bound = 2 * bound + 4 * unit * (2 * norms * largest + largest**2)
-    return bound.astype(np.float32) * 2  # margin: float32 rounding of the bound itself
-
-
