@@ -181,11 +181,10 @@ def render_glyphs(seed: int, image_size: int, renderings_per_font: int, min_per_
     labels = np.asarray([index for index, group in enumerate(classes) for c in group for _ in per_char.get(c, ())])
     keep = without_near_duplicates(images, labels)
     images, labels = images[keep], labels[keep]
-    kept = np.flatnonzero(np.bincount(labels, minlength=len(classes)) >= min_per_class)
-    in_kept = np.isin(labels, kept)
-    relabel = np.full(len(classes), -1)
-    relabel[kept] = np.arange(len(kept))
-    return images[in_kept], relabel[labels[in_kept]], [classes[index] for index in kept]
+    kept = np.bincount(labels, minlength=len(classes)) >= min_per_class
+    in_kept = kept[labels]
+    new_label = np.cumsum(kept) - 1  # a kept class's index among the kept
+    return images[in_kept], new_label[labels[in_kept]], [group for group, k in zip(classes, kept) if k]
 
 
 def prepare_glyphs(
