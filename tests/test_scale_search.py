@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from dml_bench.bench.evaluation import inat_class_sizes, search_depth, synthetic_inat
-from dml_bench.evaluation import faiss_gpu, knn, retrieval_metrics, symmetric
+from dml_bench.evaluation import faiss_gpu, heap_kernels, knn, retrieval_metrics, symmetric
 from dml_bench.evaluation.heaps import DepthHeaps
+from dml_bench.evaluation.threads import Threads
 from tests.test_retrieval_metrics import BACKENDS, assert_metrics_equal, brute_force
 
 
@@ -56,16 +57,57 @@ def test_own_depths_give_the_exact_neighbours_to_each_depth(metric, small_blocks
     assert (~listed).any()  # the shallow rows' heaps were smaller
 
 
-def test_depth_heaps_group_rows_by_power_of_two_width():
-    heaps = DepthHeaps([2, 2, 3, 5, 8, 9, 40, 40, 33, 3])
-    assert [group.take for group in heaps.groups] == [2, 4, 8, 16, 40, 4]  # a run per width
-    assert heaps.starts.tolist() == [0, 2, 3, 5, 6, 9] and heaps.ends.tolist() == [2, 3, 5, 6, 9, 10]
-    empty = np.finfo(np.float32).min  # what FAISS fills a heap with
-    assert (heaps.worst() == empty).all()
-    scores = np.arange(30, dtype=np.float32).reshape(10, 3)
-    heaps.add(scores, 0, 100)
-    assert heaps.worst().tolist() == [1, 4] + [empty] * 8  # only the width-2 heaps are full
-    assert heaps.worst(slice(1, 3)).tolist() == [4, empty]
+def test_depth_heaps_keep_each_row_its_take():
+    """A heap per row, as wide as the row's take; rows of one take in a row make a run; a block
+    offered to the rows leaves each its best, listed best first."""
+    with Threads(2) as threads:
+        heaps = DepthHeaps([2, 2, 3, 1, 3], threads)
+        assert heaps.starts.tolist() == [0, 2, 3, 4] and heaps.ends.tolist() == [2, 3, 4, 5]
+        assert (heaps.worst() == heap_kernels.EMPTY).all()
+        scores = np.array([[3, 1, 2], [1, 3, 2], [2, 1, 3], [1, 2, 3], [3, 2, 1]], np.float32)
+        heaps.offer(scores, 0, 100)
+        assert heaps.worst().tolist() == [2, 2, 1, 3, 1] and heaps.floors.tolist() == [2, 2, 1, 3, 1]
+        assert heaps.complete().all()
+        runs = heaps.results()
+    assert [first for first, _, _ in runs] == [0, 2, 3, 4]
+    assert runs[0][1].tolist() == [[3, 2], [3, 2]] and runs[0][2].tolist() == [[100, 102], [101, 102]]
+    assert runs[1][1].tolist() == [[3, 2, 1]] and runs[1][2].tolist() == [[102, 100, 101]]
+    assert runs[2][2].tolist() == [[102]] and runs[3][2].tolist() == [[100, 101, 102]]
+
+
+@pytest.mark.parametrize("metric", knn.METRICS)
+def test_block_pass_offers_rows_and_columns_what_a_plain_loop_keeps(metric):
+    """offer with column_side: each row's heap and each column's heap end with what a plain loop
+    over the scores keeps, l2's scores 2<i, j> - |j|^2 included; floors are the heaps' worst."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((30, 5)).astype(np.float32)
+    sq_norms = (x * x).sum(1) if metric == "l2" else None
+    rows, columns, take = slice(0, 12), slice(12, 30), 4
+    inner = x[rows] @ x[columns].T
+    with Threads(1) as threads:
+        heaps = DepthHeaps(np.full(30, take), threads, sq_norms=sq_norms)
+        heaps.offer(np.ascontiguousarray(inner), rows.start, columns.start, column_side=True)
+        found = torch.cat([ids for _, _, ids in heaps.results()])
+    norms = np.zeros(30, np.float32) if sq_norms is None else sq_norms
+    two = 2 if metric == "l2" else 1
+    row_scores = two * inner - norms[columns][None, :]
+    column_scores = two * inner.T - norms[rows][None, :]
+    for i in range(12):
+        assert found[i].tolist() == (12 + np.argsort(-row_scores[i], kind="stable")[:take]).tolist()
+    for j in range(18):
+        assert found[12 + j].tolist() == np.argsort(-column_scores[j], kind="stable")[:take].tolist()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_symmetric_search_is_the_same_on_any_number_of_threads(threads, small_blocks, monkeypatch):
+    """The pass splits blocks into tiles per thread: 1 or 3 threads list what 2 do."""
+    x, _ = long_tailed(seed=6)
+    x = torch.from_numpy(x)
+    rows = torch.arange(len(x))
+    expected, _ = symmetric.leave_one_out_search(x, rows, 20, metric="l2", backend="symmetric")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    found, _ = symmetric.leave_one_out_search(x, rows, 20, metric="l2", backend="symmetric")
+    assert torch.equal(found, expected)
 
 
 class LimitedGpuIndex:
@@ -120,22 +162,22 @@ def test_inat_like_sizes_and_search_depth():
 
 
 def test_depth_heaps_keep_only_what_lies_above_a_guessed_floor():
-    """``start`` (from a first block) and ``raise_floors`` (after ``add``) leave the same heaps:
-    with a rank, the scores above that best score and placeholders (it, id -1) that mark the heap
-    incomplete; without one (rank 0), the heap's width of the best."""
+    """``start`` (from a first block) and ``raise_floors`` (after ``offer``) leave the same heaps:
+    with a rank, the scores above that best score g and placeholders (g, id -1) that mark the
+    heap incomplete; without one (rank 0), the heap's width of the best."""
     scores = np.array([[5, 1, 4, 2, 3], [5, 1, 4, 2, 3]], np.float32)
     ranks = np.array([2, 0])
-    started, added = DepthHeaps([3, 3]), DepthHeaps([3, 3])
-    started.start(slice(0, 2), scores, 10, ranks)
-    added.add(scores, 0, 10)
-    added.raise_floors(slice(0, 2), ranks)
-    for heaps in (started, added):
-        assert heaps.worst().tolist() == [4, 3]
-        assert heaps.complete().tolist() == [False, True]
-        _, values, ids = heaps.results()[0]  # FAISS lists placeholders last, at float32's lowest
-        lowest = np.finfo(np.float32).min
-        assert values.tolist() == [[5, lowest, lowest], [5, 4, 3]]
-        assert ids.tolist() == [[10, -1, -1], [10, 12, 14]]
+    with Threads(1) as threads:
+        started, added = DepthHeaps([3, 3], threads), DepthHeaps([3, 3], threads)
+        started.start(scores, 0, 10, ranks)
+        added.offer(scores, 0, 10)
+        added.raise_floors(slice(0, 2), ranks)
+        for heaps in (started, added):
+            assert heaps.worst().tolist() == [4, 3] and heaps.floors.tolist() == [4, 3]
+            assert heaps.complete().tolist() == [False, True]
+            _, values, ids = heaps.results()[0]
+            assert values.tolist() == [[5, 4, 4], [5, 4, 3]]
+            assert ids.tolist() == [[10, -1, -1], [10, 12, 14]]
 
 
 @pytest.mark.parametrize("metric", knn.METRICS)

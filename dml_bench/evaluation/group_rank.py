@@ -37,13 +37,9 @@ class GroupRankCounter:
         self.cap = cap
         self.floor = self.low.copy()  # the lowest score a row still needs to see
 
-    def count(self, row, values):
-        counted = values > self.low[row]
-        row, values = row[counted], values[counted]
-        above = values > self.high[row]
-        self.above += np.bincount(row[above], minlength=len(self.above))
-        self.near += np.bincount(row[~above], minlength=len(self.near))
-        self.floor[self.above >= self.cap] = np.inf
+    def kernel_arguments(self):
+        """The counter as the compiled block pass updates it in place (``heap_kernels``)."""
+        return self.low, self.high, self.above, self.near, self.floor, int(self.cap)
 
     def ranks(self):
         """Nearest same-group item's rank: after the items surely above it, before the others

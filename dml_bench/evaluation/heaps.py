@@ -1,131 +1,109 @@
-"""The running nearest neighbours of every row of a search, kept in FAISS min-heaps.
+"""The running nearest neighbours of every row of a search: a min-heap per row, each as wide as
+its row needs, all in one flat array that the compiled block pass updates (``heap_kernels``).
 
-``RowHeaps`` keeps the same number of neighbours for each of its rows; ``DepthHeaps`` keeps for
-each row only as many as that row needs, rows grouped by need into ``RowHeaps`` of a power-of-two
-width. A deep search where few rows need the depth (MAP@R on iNaturalist: one class of 1,003
-images makes every row search 1,003 deep, while the median row needs 33) then keeps and updates
-small heaps for most rows, and their floors, higher, let fewer scores through at all.
+A deep search where few rows need the depth (MAP@R on iNaturalist: one class of 1,003 images makes
+every row search 1,003 deep, while the median row needs 33) then keeps and updates small heaps for
+most rows, and their floors, higher, let fewer scores through at all.
 """
 
-import faiss
 import numpy as np
 import torch
 
-
-class RowHeaps:
-    """The running top ``take`` of ``num`` rows: FAISS min-heaps, fed dense blocks or sparse scores."""
-
-    def __init__(self, num, take):
-        num, take = int(num), int(take)
-        self.take = take
-        # empty heaps, as FAISS's heapify leaves them (equal values make a heap), filled faster
-        self.values = np.full((num, take), np.finfo(np.float32).min, np.float32)
-        self.indices = np.full((num, take), -1, np.int64)
-        self.heaps = faiss.float_minheap_array_t()
-        self.heaps.nh, self.heaps.k = num, take
-        self.heaps.val, self.heaps.ids = faiss.swig_ptr(self.values), faiss.swig_ptr(self.indices)
-
-    def worst(self):
-        """(num,) the score a row's heap drops next (float32's lowest while it is not full)."""
-        return self.values[:, 0]
-
-    def add(self, scores, first_row, first_id):
-        """Rows first_row... of the heaps see the dense block's scores (C-contiguous), ids from first_id."""
-        self.heaps.addn(scores.shape[1], faiss.swig_ptr(scores), int(first_id), int(first_row), len(scores))
-
-    def add_sparse(self, row, ids, values):
-        """Heap row[i] sees values[i] with id ids[i]; entries sorted by row."""
-        keep = values > self.worst()[row]  # most offered scores never enter a heap
-        row, ids, values = row[keep], ids[keep], values[keep]
-        if len(row) == 0:
-            return
-        first_row = row[0]
-        per_row = np.bincount(row - first_row)
-        width = int(per_row.max())
-        place = np.arange(len(row)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
-        padded_values = np.full((len(per_row), width), -np.inf, np.float32)
-        padded_ids = np.full((len(per_row), width), -1, np.int64)
-        padded_values[row - first_row, place], padded_ids[row - first_row, place] = values, ids
-        self.heaps.addn_with_ids(width, faiss.swig_ptr(padded_values), faiss.swig_ptr(padded_ids), width,
-                                 int(first_row), len(per_row))
-
-    def result(self):
-        """(num, take) scores and ids, nearest first."""
-        self.heaps.reorder()
-        return torch.from_numpy(self.values), torch.from_numpy(self.indices)
+from dml_bench.evaluation import heap_kernels
+from dml_bench.evaluation.threads import share
 
 
 class DepthHeaps:
-    """Heaps for rows 0..num-1 where row i keeps its ``takes[i]`` best: each run of consecutive
-    rows of one width shares a ``RowHeaps``, the width the next power of two of their takes (at
-    most the largest take), so each row's heap is at most twice its need; rows that come by take
-    make few runs. (Widths closer to the takes were tried: they move where a row's list is cut, and
-    with it which rows tied at the cut are searched again by torch, whose float32 rounding can
-    order near-ties otherwise; the gain was small.)"""
+    """Heaps for rows 0..num-1 where row i keeps its ``takes[i]`` best, in a heap of that width:
+    no wider, so that its floor is as high as it can be. Rows of one width that come together form
+    a run, a dense (rows, width) view of the heaps (rows that come by take make few runs).
 
-    def __init__(self, takes):
+    ``counter`` (``GroupRankCounter`` or None): the scores the block pass offers are counted there
+    first, and a row's floor is also at most the counter's. ``threads``: the search's (``Threads``).
+    sq_norms: None for inner products, else the squared norms of the ids, for l2; num_ids: how many
+    ids there are (default: one per heap).
+    """
+
+    def __init__(self, takes, threads, counter=None, sq_norms=None, num_ids=None):
+        self.threads = threads
+        # for l2 a row's score is 2<i, j> - |j|^2, j's squared norm from sq_norms (ids 0..num_ids-1)
+        self.l2 = sq_norms is not None
+        self.sq_norms = np.zeros(num_ids or len(takes), np.float32) if sq_norms is None else sq_norms
         self.takes = takes = np.asarray(takes)
-        self.widths = np.minimum(2 ** np.ceil(np.log2(np.maximum(takes, 1))).astype(np.int64), takes.max())
+        self.widths = takes.astype(np.int64)
+        self.offsets = np.r_[0, np.cumsum(self.widths)]
+        self.values = np.full(self.offsets[-1], heap_kernels.EMPTY, np.float32)
+        self.ids = np.full(self.offsets[-1], -1, np.int32)  # ids below 2**31: half the cache lines of int64
+        self.floors = np.full(len(takes), heap_kernels.EMPTY, np.float32)  # see heap_kernels
+        self._heaps = self.values, self.ids, self.offsets, self.floors
         self.starts = np.flatnonzero(np.r_[True, self.widths[1:] != self.widths[:-1]])
         self.ends = np.r_[self.starts[1:], len(takes)]
-        self.groups = [RowHeaps(end - start, int(self.widths[start])) for start, end in zip(self.starts, self.ends)]
+        self.counter = counter
+        self._counts = heap_kernels.no_counts() if counter is None else counter.kernel_arguments()
 
     def worst(self, rows=slice(0, None)):
         """The score each row of the slice ``rows`` (all rows by default) drops next."""
-        last = len(self.takes) if rows.stop is None else rows.stop
-        return np.concatenate([group.worst()[lo:hi] for group, lo, hi, _ in self._pieces(rows.start, last)])
+        return self.values[self.offsets[:-1][rows]]
 
-    def _pieces(self, first, last):
-        """(group, its rows from, to, and the first of them counted from ``first``) of each group
-        that rows first..last-1 overlap."""
-        for group, start, end in zip(self.groups, self.starts, self.ends):
+    def offer(self, inner, first_row, first_column, *, column_side=False):
+        """Heaps first_row + i see the scores of row i of the block of inner products ``inner``
+        (C-contiguous; ids first_column + j); with ``column_side``, heaps first_column + j also see
+        those of column j (ids first_row + i): the block's transpose, for an off-diagonal block whose
+        columns are rows of the search too. Calls for disjoint heaps may run at once (threads)."""
+        rows, columns = inner.shape
+        norms = self.sq_norms
+        heap_kernels.offer_block(inner, first_row, first_column, column_side, self.l2,
+                                 norms[first_row : first_row + rows] if column_side else norms[:0],
+                                 norms[first_column : first_column + columns], self._heaps, self._counts)
+
+    def start(self, inner, first_row, first_column, ranks):
+        """Heaps first_row + i, empty, see row i of ``inner`` first: with ranks[i] > 0, they take
+        only the scores above the row's ranks[i]-th best g, and hold placeholders (g, id -1) for
+        the rest, as ``raise_floors`` would leave them; with ranks[i] = 0, the best."""
+        heap_kernels.start_rows(inner, first_row, first_column, ranks, self.l2,
+                                self.sq_norms[first_column : first_column + inner.shape[1]], self._heaps,
+                                self._counts)
+
+    def offer_columns(self, inner, first_row, first_column, columns):
+        """Heaps first_column + j, for j in the slice ``columns``, see column j of ``inner`` (ids
+        first_row + i)."""
+        heap_kernels.offer_columns(inner, first_row, first_column, columns.start, columns.stop, self.l2,
+                                   self.sq_norms[first_row : first_row + len(inner)], self._heaps, self._counts)
+
+    def _runs(self, first, last):
+        """(values, ids, rows from, to, the first of them counted from ``first``) of each run that
+        rows first..last-1 overlap; values and ids are (rows, width) views of the run's heaps."""
+        for start, end in zip(self.starts, self.ends):
             if start < last and first < end:
-                yield group, int(max(first, start) - start), int(min(last, end) - start), int(max(first, start) - first)
-
-    def add(self, scores, first_row, first_id):
-        """Rows first_row... see the dense block's scores, ids from first_id."""
-        for group, lo, hi, offset in self._pieces(first_row, first_row + len(scores)):
-            group.add(scores[offset : offset + hi - lo], lo, first_id)
-
-    def add_sparse(self, row, ids, values):
-        """Row row[i] sees values[i] with id ids[i]; entries sorted by row."""
-        cuts = np.r_[np.searchsorted(row, self.starts), len(row)]
-        for group, start, a, b in zip(self.groups, self.starts, cuts[:-1], cuts[1:]):
-            if b > a:
-                group.add_sparse(row[a:b] - start, ids[a:b], values[a:b])
+                lo, hi, width = max(first, start), min(last, end), self.widths[start]
+                flat = slice(self.offsets[lo], self.offsets[hi])
+                yield self.values[flat].reshape(hi - lo, width), self.ids[flat].reshape(hi - lo, width), lo - first
 
     def raise_floors(self, rows, ranks):
         """For each row of the slice ``rows`` with ranks[i] > 0: every entry of its heap up to its
         ranks[i]-th best score g becomes a placeholder (g, id -1), so the heap takes only scores
         above g from now on. A heap that ends with a placeholder has met fewer than its width of
         items above g, and is incomplete."""
-        for group, lo, hi, offset in self._pieces(rows.start, rows.stop):
-            rank = ranks[offset : offset + hi - lo]
-            values, indices = group.values[lo:hi], group.indices[lo:hi]
+        for values, indices, offset in self._runs(rows.start, rows.stop):
+            rank = ranks[offset : offset + len(values)]
             best = -np.sort(-values, axis=1)
             floor = np.where(rank > 0, best[np.arange(len(best)), np.maximum(rank, 1) - 1], -np.inf)
             below = values <= floor[:, None]  # raising every value to at least g keeps each heap a heap
             values[below] = np.broadcast_to(floor[:, None], values.shape)[below]
             indices[below] = -1
-
-    def start(self, rows, scores, first_id, ranks):
-        """The empty heaps of the slice ``rows`` from their first scores, a dense block (ids from
-        first_id), as ``raise_floors`` would leave them after ``add``: with ranks[i] > 0, the scores
-        above the ranks[i]-th best g and placeholders (g, id -1); else the heap's width of the best.
-        A selection of the few best per row (torch's multi-threaded ``topk``), not a heap pass."""
-        take = np.where(ranks > 0, ranks, np.minimum(self.widths[rows], scores.shape[1]))
-        values, ids = (t.numpy() for t in torch.from_numpy(scores).topk(int(take.max()), dim=1))
-        floor = np.where(ranks > 0, values[np.arange(len(values)), take - 1], -np.inf).astype(np.float32)
-        for group, lo, hi, offset in self._pieces(rows.start, rows.stop):
-            group.values[lo:hi] = floor[offset : offset + hi - lo, None]
-            group.indices[lo:hi] = -1
-        row, place = np.nonzero(np.arange(values.shape[1]) < take[:, None])
-        self.add_sparse(rows.start + row, first_id + ids[row, place], values[row, place])
+        heap_kernels.refresh_floors(self._heaps, self._counts, rows.start, rows.stop)
 
     def complete(self):
         """(num,) bool: the row's heap holds no placeholder (``raise_floors``)."""
-        return np.concatenate([(group.indices >= 0).all(1) for group in self.groups])
+        return np.concatenate([(ids >= 0).all(1) for _, ids, _ in self._runs(0, len(self.takes))])
 
     def results(self):
-        """Per group: (first row, rows' scores and ids nearest first, (rows, width) each)."""
-        return [(int(start), *group.result()) for group, start in zip(self.groups, self.starts)]
+        """Per run: (first row, rows' scores and ids nearest first, (rows, width) each)."""
+        def step(part, parts):
+            own = share(slice(0, len(self.takes)), part, parts)
+            heap_kernels.sort_heaps(self.values, self.ids, self.offsets, own.start, own.stop)
+
+        self.threads.run(step)
+        return [(int(first), torch.from_numpy(values), torch.from_numpy(ids).long())
+                for first, (values, ids, _) in zip(self.starts, self._runs(0, len(self.takes)))]
+

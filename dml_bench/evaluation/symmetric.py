@@ -5,9 +5,7 @@ also counts, on the way, the rank of each row's nearest same-group item. Order a
 """
 
 import math
-from contextlib import contextmanager
 
-import faiss
 import numpy as np
 import torch
 from scipy import stats
@@ -15,6 +13,7 @@ from scipy import stats
 from dml_bench.evaluation import knn
 from dml_bench.evaluation.group_rank import GroupRank, GroupRankCounter
 from dml_bench.evaluation.heaps import DepthHeaps
+from dml_bench.evaluation.threads import Threads, share
 
 
 def leave_one_out_search(
@@ -81,74 +80,28 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
     """
     num, take = len(embeddings), min(k + 1, len(embeddings) - 1)
     takes = np.full(num, take) if depths is None else np.minimum(np.asarray(depths) + 1, take)
-    # 4096 rows at the default budget, the fastest block measured; with the float32 block, an
-    # l2 score block and a bool mask (9 bytes a score), the buffers stay within knn.BLOCK_BYTES.
+    # 4096 rows at the default budget, the fastest block measured; the float32 block a
+    # sixteenth of knn.BLOCK_BYTES.
     rows = max(4, math.isqrt(knn.BLOCK_BYTES // 16) // 4 * 4)
     order = _pass_order(takes, rows)
     x = knn.as_faiss_input(embeddings)[order]
-    heaps = DepthHeaps(takes[order])
     sq_norms = knn.squared_norms(embeddings).cpu().numpy()[order] if metric == "l2" else None
     counter = None if groups is None else GroupRankCounter(x, np.asarray(groups)[order], sq_norms, cap)
-    size = min(rows, num) ** 2
-    product = np.empty(size, np.float32)
-    side = _BlockSide(size, sq_norms)
-
-    def floors(block):
-        return heaps.worst(block) if counter is None else np.minimum(heaps.worst(block), counter.floor[block])
-
-    def count(scores, block_i, block_j):  # rows I see every score of the block
-        if counter is not None:
-            row, _, values = side.above_floor(scores, counter.floor, block_i, block_j)
-            counter.count(row, values)
-
-    def offer(row_floors, column_floors, block_i, block_j):
-        # the group-rank counting's floors (each row's best same-group score) differ widely
-        found = side.candidates(inner, row_floors, column_floors, block_i, block_j, apart=counter is not None)
-        for row, ids, values in found:
-            heaps.add_sparse(row, ids, values)
-            if counter is not None:
-                counter.count(row, values)
-
-    sample, others, rest = _schedule(num, rows)
-    seen = min(rows, num)  # the sample's size
-    with _faiss_threads(1):  # FAISS's OpenMP threads would compete with the BLAS threads
-        for phase, blocks in enumerate((sample, others, rest)):
-            for block_i, block_j in blocks:
-                inner = _inner_products(x[block_i], x[block_j], product)
-                if block_i == block_j:
-                    scores = side.scores(inner, block_j, transposed=False)
-                    np.fill_diagonal(scores, -np.inf)  # each row skips itself
-                    heaps.add(scores, block_i.start, block_j.start)
-                    count(scores, block_i, block_j)
-                elif phase == 1:  # rows I meet the sample first, the sample rows them
-                    scores = side.scores(inner, block_j, transposed=False)
-                    ranks = _sample_ranks(heaps.widths[block_i], seen, num - 1)
-                    heaps.start(block_i, scores, block_j.start, ranks)
-                    count(scores, block_i, block_j)
-                    offer(np.full(len(inner), np.inf, np.float32), floors(block_j), block_i, block_j)
-                else:
-                    offer(floors(block_i), floors(block_j), block_i, block_j)
-            if phase == 0:  # the sample rows have met the sample
-                heaps.raise_floors(slice(0, seen), _sample_ranks(heaps.widths[:seen], seen - 1, num - 1))
-    complete = heaps.complete()  # else the sample's guess was above the row's floor
-    redo = np.flatnonzero(~complete)
-    back = torch.from_numpy(order)
-    settled = [(heaps, back, torch.from_numpy(complete))]
-    if len(redo):  # searched again, whole rows against every band, by the same product
-        again = DepthHeaps(heaps.takes[redo])
-        for start in range(0, len(redo), rows):
-            chunk = redo[start : start + rows]
-            for band in range(0, num, rows):
-                block = slice(band, min(band + rows, num))
-                scores = side.scores(_inner_products(x[chunk], x[block], product), block, transposed=False)
-                itself = (band <= chunk) & (chunk < block.stop)
-                scores[np.flatnonzero(itself), chunk[itself] - band] = -np.inf
-                again.add(scores, start, band)
-        settled.append((again, back[redo], torch.ones(len(redo), dtype=torch.bool)))
+    with Threads(torch.get_num_threads()) as threads:
+        heaps = DepthHeaps(takes[order], threads, counter, sq_norms)
+        _pass(heaps, x, rows)
+        complete = heaps.complete()  # else the sample's guess was above the row's floor
+        back = torch.from_numpy(order)
+        settled = [(heaps.results(), back, torch.from_numpy(complete))]
+        redo = np.flatnonzero(~complete)
+        if len(redo):
+            again = DepthHeaps(heaps.takes[redo], threads, sq_norms=sq_norms, num_ids=num)
+            _search_again(again, redo, x, rows)
+            settled.append((again.results(), back[redo], torch.ones(len(redo), dtype=torch.bool)))
     neighbors = torch.full((num, k), -1, dtype=torch.long)
     twins = knn.find_twins(embeddings)
-    for found, ids, keep in settled:
-        for first, values, indices in found.results():
+    for results, ids, keep in settled:
+        for first, values, indices in results:
             part = slice(first, first + len(values))
             rows, values, indices = ids[part][keep[part]], values[keep[part]], indices[keep[part]]
             settle = k if values.shape[1] == take else values.shape[1] - 1
@@ -159,6 +112,82 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
         return neighbors, None
     ranks = GroupRank(*(torch.empty_like(rank).index_copy_(0, back, rank) for rank in counter.ranks()))
     return neighbors, ranks
+
+
+def _pass(heaps, x, rows):
+    """The pass over the blocks of ``_schedule``, each computed once and offered to its rows and
+    columns; the floors guessed from the sample once a row has met it."""
+    num = len(x)
+    seen = min(rows, num)  # the sample's size
+    sample, others, rest = _schedule(num, rows)
+    for block_i, block_j in sample:
+        _offer_block(heaps, x, block_i, block_j)
+    heaps.raise_floors(slice(0, seen), _sample_ranks(heaps.widths[:seen], seen - 1, num - 1))
+    whole = np.empty(min(rows, num) * seen, np.float32) if others else None
+    for block_i, block_j in others:  # rows I meet the sample first
+        _start_block(heaps, x, block_i, block_j, _sample_ranks(heaps.widths[block_i], seen, num - 1), whole)
+    for block_i, block_j in rest:
+        _offer_block(heaps, x, block_i, block_j)
+
+
+def _start_block(heaps, x, block_i, block_j, ranks, whole):
+    """The block (block_i, the sample) offered to its rows, whose heaps start with it (``start``),
+    each thread a share of the rows, then to its columns, each thread a share of the columns: the
+    block is kept whole in between, in the buffer ``whole``."""
+    threads = heaps.threads
+    inner = whole[: (block_i.stop - block_i.start) * (block_j.stop - block_j.start)].reshape(
+        block_i.stop - block_i.start, block_j.stop - block_j.start)
+
+    def rows(part, parts):
+        for strip in threads.strips(share(block_i, part, parts), inner.shape[1]):
+            local = slice(strip.start - block_i.start, strip.stop - block_i.start)
+            np.matmul(x[strip], x[block_j].T, out=inner[local])
+            heaps.start(inner[local], strip.start, block_j.start, ranks[local])
+
+    def columns(part, parts):
+        heaps.offer_columns(inner, block_i.start, block_j.start, share(slice(0, inner.shape[1]), part, parts))
+
+    threads.run(rows)
+    threads.run(columns)
+
+
+def _offer_block(heaps, x, block_i, block_j):
+    """The block (block_i, block_j) of the pass offered to its rows and, off the diagonal, to its
+    columns. With p threads, an off-diagonal block is cut into p x p tiles and taken in p steps:
+    in step s thread t takes tile (t, t + s mod p), so that no two threads touch one heap; each
+    thread makes its tile strip by strip, offering each strip while it is in the core's cache."""
+    threads = heaps.threads
+    diagonal = block_i == block_j
+
+    def tile(part, parts, step):
+        rows = share(block_i, part, parts)
+        columns = block_j if diagonal else share(block_j, (part + step) % parts, parts)
+        for strip in threads.strips(rows, columns.stop - columns.start):
+            inner = threads.product(part, x[strip], x[columns])
+            if diagonal:  # each row skips itself
+                inner[np.arange(len(inner)), np.arange(strip.start, strip.stop) - columns.start] = -np.inf
+            heaps.offer(inner, strip.start, columns.start, column_side=not diagonal)
+
+    for step in range(1 if diagonal else threads.count):
+        threads.run(lambda part, parts: tile(part, parts, step))  # noqa: B023  run returns within the step
+
+
+def _search_again(heaps, redo, x, rows):
+    """Rows ``redo`` of x searched again (heap i for row redo[i]): whole rows against every band,
+    by the same product, each row skipping itself."""
+    num, threads = len(x), heaps.threads
+
+    def share_of(part, parts, band):
+        for strip in threads.strips(share(slice(0, len(redo)), part, parts), band.stop - band.start):
+            ids = redo[strip]
+            inner = threads.product(part, x[ids], x[band])
+            itself = (band.start <= ids) & (ids < band.stop)
+            inner[np.flatnonzero(itself), ids[itself] - band.start] = -np.inf
+            heaps.offer(inner, strip.start, band.start)
+
+    for start in range(0, num, rows):
+        band = slice(start, min(start + rows, num))
+        threads.run(lambda part, parts: share_of(part, parts, band))  # noqa: B023  run returns within the step
 
 
 # The chance that a row's floor guessed from the sample is too high, so that the row is searched again.
@@ -210,85 +239,3 @@ def _schedule(num, rows):
     rest = [block for i in bands for block in band(i)]
     rest += [(slice(i, min(i + rows, num)), slice(j, min(j + rows, num))) for i in bands for j in bands if j > i]
     return band(0), others, rest
-
-
-def _inner_products(rows_i, rows_j, buffer):
-    """Inner products of rows_i x rows_j, written into the flat buffer."""
-    inner = buffer[: len(rows_i) * len(rows_j)].reshape(len(rows_i), len(rows_j))
-    return np.matmul(rows_i, rows_j.T, out=inner)  # numpy's BLAS: the fastest on the CPUs measured
-
-
-class _BlockSide:
-    """Finds a block's scores above their rows' floors, seen from either side of the block: its
-    rows, or its columns (``transposed``)."""
-
-    def __init__(self, size, sq_norms):
-        self.sq_norms = sq_norms
-        self.mask = np.empty(size, bool)
-        self.l2_scores = None if sq_norms is None else np.empty(size, np.float32)
-
-    def scores(self, inner, ids, *, transposed):
-        """The block's scores (larger = nearer) from its inner products: themselves, or for l2
-        2<i, j> - |j|^2 in a buffer, j in ``ids``: the block's columns, or its rows when
-        ``transposed``."""
-        if self.sq_norms is None:
-            return inner
-        scores = self.l2_scores[: inner.size].reshape(inner.shape)
-        np.multiply(inner, 2, out=scores)
-        scores -= self.sq_norms[ids][:, None] if transposed else self.sq_norms[ids][None, :]
-        return scores
-
-    def candidates(self, inner, floor_i, floor_j, rows, ids, *, apart=False):
-        """Both sides of the off-diagonal block rows x ids, found in one pass over it: (row,
-        id, value) of the scores above their row's floor (floor_i for ``rows``, floor_j for
-        ``ids``), sorted by row; first for ``rows`` (ids: the block's columns), then for ``ids``
-        (ids: the block's rows). ``apart``: compare each side with its own floors, for floors
-        that differ widely from row to row (the lowest would let too much through)."""
-        mask = self.mask[: inner.size].reshape(inner.shape)
-        if self.sq_norms is None and not apart:
-            # a score above its row's or its column's floor is above the lower of its own side's
-            # floor and the other side's lowest: the side holding the lowest floor keeps its own
-            if floor_i.min() <= floor_j.min():
-                np.greater(inner, np.minimum(floor_i, floor_j.min())[:, None], out=mask)
-            else:
-                np.greater(inner, np.minimum(floor_j, floor_i.min())[None, :], out=mask)
-        else:
-            np.greater(self.scores(inner, ids, transposed=False), floor_i[:, None], out=mask)
-            mask |= self.scores(inner, rows, transposed=True) > floor_j[None, :]
-        found = np.flatnonzero(mask)
-        row, column = np.divmod(found, inner.shape[1])
-        product = inner.ravel()[found]
-        values = self._score(product, column, ids)
-        keep = values > floor_i[row]
-        yield rows.start + row[keep], ids.start + column[keep], values[keep]
-        values = self._score(product, row, rows)
-        keep = values > floor_j[column]
-        row, column, values = row[keep], column[keep], values[keep]
-        # a radix sort for 16-bit keys: the blocks' widths fit, and it is O(n)
-        by_column = np.argsort(column.astype(np.int16) if inner.shape[1] < 2**15 else column, kind="stable")
-        yield ids.start + column[by_column], rows.start + row[by_column], values[by_column]
-
-    def _score(self, product, other, other_ids):
-        """Scores from inner products, each against item ``other`` of ``other_ids``, computed as
-        ``scores`` computes them (the same float32 operations)."""
-        if self.sq_norms is None:
-            return product
-        return product * np.float32(2) - self.sq_norms[other_ids][other]
-
-    def above_floor(self, scores, floor, rows, ids):
-        """(row, id, value) of the scores above the floor of their row, sorted by row then id."""
-        mask = self.mask[: scores.size].reshape(scores.shape)
-        found = np.flatnonzero(np.greater(scores, floor[rows][:, None], out=mask))
-        row, column = np.divmod(found, scores.shape[1])
-        return rows.start + row, ids.start + column, scores.ravel()[found]
-
-
-@contextmanager
-def _faiss_threads(count):
-    """FAISS's OpenMP threads limited to ``count`` inside the ``with`` block; restored after."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(count)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)

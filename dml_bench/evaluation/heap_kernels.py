@@ -1,0 +1,202 @@
+"""The symmetric search's inner loop, compiled (numba): a strip of inner products offered to the
+running top lists of its rows and of its columns.
+
+``heaps`` is (values, ids, offsets, floors): row r's min-heap at values[offsets[r]:offsets[r + 1]]
+(its worst score first) with its ids, and floors[r] the lowest score the row still takes: its
+heap's worst, or lower while the row counts the items above its best same-group score
+(``counter``, from ``GroupRankCounter.kernel_arguments``: low, high, above, near, floor, cap).
+Most scores lie below their row's floor: a stretch of scores is compared with the floors at once
+(SIMD), the results read a word of flags at a time, and only the scores above a floor are offered
+one by one. Scores are computed from the products as ``knn`` computes them, in float32: the product
+itself, or for l2 2<i, j> - |j|^2. A call changes only the heaps it is given rows or columns of,
+so calls for disjoint heaps may run at once, on threads of their own (the GIL released).
+Compiled once and cached on disk (numba's ``cache=True``).
+"""
+
+import numba
+import numpy as np
+
+WORD = 8  # flags read at once: one uint64
+CHUNK = 512  # a row's scores compared with one floor, which then rises with what entered the heap
+TWO = np.float32(2)
+EMPTY = np.finfo(np.float32).min  # an empty heap entry: any score replaces it
+
+
+@numba.njit(cache=True, nogil=True)
+def offer_block(inner, first_row, first_column, column_side, l2, row_sq_norms, column_sq_norms, heaps, counter):
+    """Heaps first_row + i see the scores of row i of ``inner`` (ids first_column + j); with
+    ``column_side``, heaps first_column + j also see those of column j (ids first_row + i): the
+    transpose, for an off-diagonal block whose columns are rows of the search too."""
+    above, found = _flag_buffers(max(CHUNK, inner.shape[1]))
+    for i in range(inner.shape[0]):
+        _offer_row(inner[i], first_row + i, first_column, l2, column_sq_norms, heaps, counter, above, found)
+    if column_side:
+        _offer_columns(inner, first_row, first_column, 0, inner.shape[1], l2, row_sq_norms, heaps, counter, above,
+                       found)
+
+
+@numba.njit(cache=True, nogil=True)
+def offer_columns(inner, first_row, first_column, start, stop, l2, row_sq_norms, heaps, counter):
+    """Heaps first_column + j, j from start to stop - 1, see the scores of column j of ``inner``
+    (ids first_row + i)."""
+    above, found = _flag_buffers(stop - start)
+    _offer_columns(inner, first_row, first_column, start, stop, l2, row_sq_norms, heaps, counter, above, found)
+
+
+@numba.njit(cache=True, nogil=True)
+def start_rows(inner, first_row, first_column, ranks, l2, column_sq_norms, heaps, counter):
+    """Heaps first_row + i, empty, see their first scores, row i of ``inner`` (ids first_column +
+    j). With ranks[i] > 0 the heap is first filled with placeholders (g, id -1), g the row's
+    ranks[i]-th best score, so that it takes only the scores above g (a floor guessed from these
+    scores, ``symmetric``); with ranks[i] = 0 it takes the row as ``offer_block`` offers it."""
+    values, ids, offsets, floors = heaps
+    above, found = _flag_buffers(max(CHUNK, inner.shape[1]))
+    best = (np.empty(max(1, ranks.max()), np.float32), np.empty(max(1, ranks.max()), np.int32),
+            np.zeros(2, np.int64), np.empty(1, np.float32))  # one heap of ranks[i]: the row's best
+    uncounted = no_counts()
+    for i in range(inner.shape[0]):
+        heap = first_row + i
+        if ranks[i] > 0:
+            best[0][: ranks[i]] = EMPTY
+            best[2][1] = ranks[i]
+            best[3][0] = EMPTY
+            _offer_row(inner[i], 0, first_column, l2, column_sq_norms, best, uncounted, above, found)
+            values[offsets[heap] : offsets[heap + 1]] = best[0][0]
+            ids[offsets[heap] : offsets[heap + 1]] = -1
+            floors[heap] = _floor(heap, heaps, counter)
+        _offer_row(inner[i], heap, first_column, l2, column_sq_norms, heaps, counter, above, found)
+
+
+@numba.njit(cache=True, nogil=True)
+def refresh_floors(heaps, counter, first, last):
+    """floors of heaps first..last-1 read anew from the heaps (after they were changed elsewhere)."""
+    for heap in range(first, last):
+        heaps[3][heap] = _floor(heap, heaps, counter)
+
+
+@numba.njit(cache=True, nogil=True)
+def sort_heaps(values, ids, offsets, first, last):
+    """Heaps first..last-1 sorted in place, best score first."""
+    for heap in range(first, last):
+        start, stop = offsets[heap], offsets[heap + 1]
+        order = np.argsort(-values[start:stop], kind="mergesort")
+        values[start:stop] = values[start:stop][order]
+        ids[start:stop] = ids[start:stop][order]
+
+
+@numba.njit(cache=True)
+def no_counts():
+    """The counter when nothing is counted (cap -1)."""
+    return (np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
+            np.zeros(0, np.float32), -1)
+
+
+@numba.njit
+def _offer_row(row, heap, first_column, l2, column_sq_norms, heaps, counter, above, found):
+    """Heap ``heap`` sees the scores of ``row`` (ids first_column + j)."""
+    floor = heaps[3][heap]
+    for start in range(0, len(row), CHUNK):
+        scores, sq_norms = row[start : start + CHUNK], column_sq_norms[start : start + CHUNK]  # slices vectorize
+        width = len(scores)
+        if l2:
+            for j in range(width):
+                above[j] = scores[j] * TWO - sq_norms[j] > floor
+        else:
+            for j in range(width):
+                above[j] = scores[j] > floor
+        for f in range(_flagged(above, width, found)):
+            j = found[f]
+            value = _score(scores[j], sq_norms[j], l2)
+            if value > floor:  # the floor rose since the comparison
+                floor = _offer(heap, value, first_column + start + j, heaps, counter)
+
+
+@numba.njit
+def _offer_columns(inner, first_row, first_column, start, stop, l2, row_sq_norms, heaps, counter, above, found):
+    """Heaps first_column + j, j from start to stop - 1, see column j of ``inner``, a row at a time."""
+    width = stop - start
+    floors = heaps[3][first_column + start : first_column + stop]  # kept up to date by _offer
+    for i in range(inner.shape[0]):
+        row = inner[i, start:stop]
+        sq_norm = row_sq_norms[i]
+        if l2:
+            for j in range(width):
+                above[j] = row[j] * TWO - sq_norm > floors[j]
+        else:
+            for j in range(width):
+                above[j] = row[j] > floors[j]
+        for f in range(_flagged(above, width, found)):
+            j = found[f]
+            _offer(first_column + start + j, _score(row[j], sq_norm, l2), first_row + i, heaps, counter)
+
+
+@numba.njit
+def _flag_buffers(width):
+    """Flags for ``width`` scores, in whole words, and room for their positions."""
+    return np.empty((width + WORD - 1) // WORD * WORD, np.uint8), np.empty(width, np.int64)
+
+
+@numba.njit
+def _flagged(above, count, found):
+    """Writes into ``found`` the positions j < count where above[j] is set, and returns how many,
+    reading a word of flags at a time (most hold none)."""
+    for j in range(count, (count + WORD - 1) // WORD * WORD):
+        above[j] = 0
+    words = above.view(np.uint64)
+    n = 0
+    for w in range((count + WORD - 1) // WORD):
+        if words[w]:
+            for j in range(w * WORD, w * WORD + WORD):
+                found[n] = j
+                n += above[j]
+    return n
+
+
+@numba.njit
+def _score(product, sq_norm, l2):
+    return product * TWO - sq_norm if l2 else product
+
+
+@numba.njit
+def _offer(heap, value, index, heaps, counter):
+    """Heap ``heap`` sees (value, index), a score above its floor, which the counter counts first.
+    Returns the heap's new floor."""
+    values, ids, offsets, floors = heaps
+    low, high, above, near, count_floor, cap = counter
+    if cap >= 0 and value > low[heap]:
+        if value > high[heap]:
+            above[heap] += 1
+            if above[heap] >= cap:
+                count_floor[heap] = np.inf
+        else:
+            near[heap] += 1
+    offset = offsets[heap]
+    if value > values[offset]:
+        _replace_top(values, ids, offset, offsets[heap + 1] - offset, value, index)
+    floors[heap] = _floor(heap, heaps, counter)
+    return floors[heap]
+
+
+@numba.njit
+def _floor(heap, heaps, counter):
+    worst = heaps[0][heaps[2][heap]]
+    return min(worst, counter[4][heap]) if counter[5] >= 0 else worst
+
+
+@numba.njit
+def _replace_top(values, ids, offset, width, value, index):
+    """The heap's worst entry replaced by (value, index), sifted down to its place."""
+    i = 0
+    while True:
+        child = 2 * i + 1
+        if child >= width:
+            break
+        if child + 1 < width and values[offset + child + 1] < values[offset + child]:
+            child += 1
+        if values[offset + child] >= value:
+            break
+        values[offset + i] = values[offset + child]
+        ids[offset + i] = ids[offset + child]
+        i = child
+    values[offset + i] = value
+    ids[offset + i] = index
