@@ -68,7 +68,7 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
     (J, I) is computed: half the FLOPs of a full product, which is what a search costs. Each block
     offers its rows its scores and, through its transpose, its columns theirs, but only those above
     the row's floor: its heap's worst score, or lower while the row still counts the items above its
-    best same-group score. One comparison over the block finds those few, for both sides at once.
+    best same-group score (``heap_kernels``; the threads share each block, ``_offer_block``).
     The floors start high: the pass begins with a random sample of rows (``_pass_order``), which
     every row meets first; each row's heap then drops what lies below a guess made from the
     sample, one that is below the row's final floor but for a small chance (``_sample_ranks``). A
@@ -76,12 +76,12 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
     and is searched again on its own: the result is exact either way.
     For l2 a row's score is 2<i, j> - |j|^2, as in the torch backend: both sides of a block
     share the product and subtract the other side's squared norms.
-    Rows come by the heap width their depth needs (``DepthHeaps``), and are mapped back at the end.
+    Rows come by their depth (``DepthHeaps``), and are mapped back at the end.
     """
     num, take = len(embeddings), min(k + 1, len(embeddings) - 1)
     takes = np.full(num, take) if depths is None else np.minimum(np.asarray(depths) + 1, take)
-    # 4096 rows at the default budget, the fastest block measured; the float32 block a
-    # sixteenth of knn.BLOCK_BYTES.
+    # bands of 4096 rows at the default budget; the sample's block, kept whole while the rows start
+    # from it (_start_block), a sixteenth of knn.BLOCK_BYTES.
     rows = max(4, math.isqrt(knn.BLOCK_BYTES // 16) // 4 * 4)
     order = _pass_order(takes, rows)
     x = knn.as_faiss_input(embeddings)[order]
