@@ -63,10 +63,10 @@ def test_depth_heaps_keep_each_row_its_take():
     with Threads(2) as threads:
         heaps = DepthHeaps([2, 2, 3, 1, 3], threads)
         assert heaps.starts.tolist() == [0, 2, 3, 4] and heaps.ends.tolist() == [2, 3, 4, 5]
-        assert (heaps.worst() == heap_kernels.EMPTY).all()
+        assert (heaps.floors == heap_kernels.EMPTY).all()
         scores = np.array([[3, 1, 2], [1, 3, 2], [2, 1, 3], [1, 2, 3], [3, 2, 1]], np.float32)
         heaps.offer(scores, 0, 100)
-        assert heaps.worst().tolist() == [2, 2, 1, 3, 1] and heaps.floors.tolist() == [2, 2, 1, 3, 1]
+        assert heaps.floors.tolist() == [2, 2, 1, 3, 1]  # each heap's worst
         assert heaps.complete().all()
         runs = heaps.results()
     assert [first for first, _, _ in runs] == [0, 2, 3, 4]
@@ -173,7 +173,7 @@ def test_depth_heaps_keep_only_what_lies_above_a_guessed_floor():
         added.offer(scores, 0, 10)
         added.raise_floors(slice(0, 2), ranks)
         for heaps in (started, added):
-            assert heaps.worst().tolist() == [4, 3] and heaps.floors.tolist() == [4, 3]
+            assert heaps.floors.tolist() == [4, 3]
             assert heaps.complete().tolist() == [False, True]
             _, values, ids = heaps.results()[0]
             assert values.tolist() == [[5, 4, 4], [5, 4, 3]]

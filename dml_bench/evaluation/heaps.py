@@ -29,21 +29,15 @@ class DepthHeaps:
         # for l2 a row's score is 2<i, j> - |j|^2, j's squared norm from sq_norms (ids 0..num_ids-1)
         self.l2 = sq_norms is not None
         self.sq_norms = np.zeros(num_ids or len(takes), np.float32) if sq_norms is None else sq_norms
-        self.takes = takes = np.asarray(takes)
-        self.widths = takes.astype(np.int64)
-        self.offsets = np.r_[0, np.cumsum(self.widths)]
+        self.takes = takes = np.asarray(takes, np.int64)
+        self.offsets = np.r_[0, np.cumsum(takes)]
         self.values = np.full(self.offsets[-1], heap_kernels.EMPTY, np.float32)
         self.ids = np.full(self.offsets[-1], -1, np.int32)  # ids below 2**31: half the cache lines of int64
         self.floors = np.full(len(takes), heap_kernels.EMPTY, np.float32)  # see heap_kernels
         self._heaps = self.values, self.ids, self.offsets, self.floors
-        self.starts = np.flatnonzero(np.r_[True, self.widths[1:] != self.widths[:-1]])
+        self.starts = np.flatnonzero(np.r_[True, takes[1:] != takes[:-1]])
         self.ends = np.r_[self.starts[1:], len(takes)]
-        self.counter = counter
         self._counts = heap_kernels.no_counts() if counter is None else counter.kernel_arguments()
-
-    def worst(self, rows=slice(0, None)):
-        """The score each row of the slice ``rows`` (all rows by default) drops next."""
-        return self.values[self.offsets[:-1][rows]]
 
     def offer(self, inner, first_row, first_column, *, column_side=False):
         """Heaps first_row + i see the scores of row i of the block of inner products ``inner``
@@ -75,7 +69,7 @@ class DepthHeaps:
         rows first..last-1 overlap; values and ids are (rows, width) views of the run's heaps."""
         for start, end in zip(self.starts, self.ends):
             if start < last and first < end:
-                lo, hi, width = max(first, start), min(last, end), self.widths[start]
+                lo, hi, width = max(first, start), min(last, end), self.takes[start]
                 flat = slice(self.offsets[lo], self.offsets[hi])
                 yield self.values[flat].reshape(hi - lo, width), self.ids[flat].reshape(hi - lo, width), lo - first
 

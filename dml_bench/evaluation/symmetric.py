@@ -122,10 +122,10 @@ def _pass(heaps, x, rows):
     sample, others, rest = _schedule(num, rows)
     for block_i, block_j in sample:
         _offer_block(heaps, x, block_i, block_j)
-    heaps.raise_floors(slice(0, seen), _sample_ranks(heaps.widths[:seen], seen - 1, num - 1))
+    heaps.raise_floors(slice(0, seen), _sample_ranks(heaps.takes[:seen], seen - 1, num - 1))
     whole = np.empty(min(rows, num) * seen, np.float32) if others else None
     for block_i, block_j in others:  # rows I meet the sample first
-        _start_block(heaps, x, block_i, block_j, _sample_ranks(heaps.widths[block_i], seen, num - 1), whole)
+        _start_block(heaps, x, block_i, block_j, _sample_ranks(heaps.takes[block_i], seen, num - 1), whole)
     for block_i, block_j in rest:
         _offer_block(heaps, x, block_i, block_j)
 
