@@ -12,7 +12,6 @@ from scipy import stats
 
 from dml_bench.evaluation import knn
 from dml_bench.evaluation.group_rank import GroupRank, GroupRankCounter
-from dml_bench.evaluation.heaps import DepthHeaps
 from dml_bench.evaluation.threads import Threads, share
 
 
@@ -87,6 +86,8 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
     x = knn.as_faiss_input(embeddings)[order]
     sq_norms = knn.squared_norms(embeddings).cpu().numpy()[order] if metric == "l2" else None
     counter = None if groups is None else GroupRankCounter(x, np.asarray(groups)[order], sq_norms, cap)
+    from dml_bench.evaluation.heaps import DepthHeaps  # numba's: loaded by the first search, not every process
+
     with Threads(torch.get_num_threads()) as threads:
         heaps = DepthHeaps(takes[order], threads, counter, sq_norms)
         _pass(heaps, x, rows)
