@@ -23,7 +23,7 @@ BACKENDS = ("auto", "faiss", "torch", "symmetric")
 METRICS = ("inner_product", "l2")
 
 # Largest score block (query rows x gallery items) the torch backend holds at once; the symmetric
-# backend's square blocks hold a sixteenth of it (4096 x 4096 scores), with buffers of their size.
+# backend's blocks are a sixteenth of it (4096 x 4096 scores), made and searched in strips (threads.py).
 BLOCK_BYTES = 256 * 2**20
 # FAISS GPU flat search selects at most this many neighbours; larger k searches on the CPU.
 FAISS_GPU_MAX_K = 2048
