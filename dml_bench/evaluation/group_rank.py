@@ -90,5 +90,3 @@ def score_tolerance(x, l2):
     if l2:
         bound = 2 * bound + 4 * unit * (2 * norms * largest + largest**2)
     return bound.astype(np.float32) * 2  # margin: float32 rounding of the bound itself
-
-

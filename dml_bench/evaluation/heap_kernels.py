@@ -51,8 +51,9 @@ def start_rows(inner, first_row, first_column, ranks, l2, column_sq_norms, heaps
     scores, ``symmetric``); with ranks[i] = 0 it takes the row as ``offer_block`` offers it."""
     values, ids, offsets, floors = heaps
     above, found = _flag_buffers(max(CHUNK, inner.shape[1]))
-    best = (np.empty(max(1, ranks.max()), np.float32), np.empty(max(1, ranks.max()), np.int32),
-            np.zeros(2, np.int64), np.empty(1, np.float32))  # one heap of ranks[i]: the row's best
+    most = max(1, ranks.max())
+    best = (np.empty(most, np.float32), np.empty(most, np.int32), np.zeros(2, np.int64),
+            np.empty(1, np.float32))  # one heap of ranks[i]: the row's best
     uncounted = no_counts()
     for i in range(inner.shape[0]):
         heap = first_row + i

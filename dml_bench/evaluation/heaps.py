@@ -2,8 +2,8 @@
 its row needs, all in one flat array that the compiled block pass updates (``heap_kernels``).
 
 A deep search where few rows need the depth (MAP@R on iNaturalist: one class of 1,003 images makes
-every row search 1,003 deep, while the median row needs 33) then keeps and updates small heaps for
-most rows, and their floors, higher, let fewer scores through at all.
+every row search 1,003 deep, while most rows need far fewer; docs/evaluation.md) then keeps and
+updates small heaps for most rows, and their floors, higher, let fewer scores through at all.
 """
 
 import numpy as np

@@ -12,7 +12,8 @@ import numpy as np
 import threadpoolctl
 
 # A strip of a block's products (float32), made and offered to the heaps by one thread while it
-# is in that core's cache: the size of an L2 cache.
+# is still in cache. 4 MiB was the fastest measured on a 2-core EPYC with 2 MiB of L2 per core and
+# 32 MiB of L3 (1, 2, 8 and 16 MiB within noise of it; docs/evaluation.md).
 STRIP_BYTES = 4 * 2**20
 
 
