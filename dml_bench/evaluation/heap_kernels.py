@@ -95,28 +95,25 @@ def no_counts():
 @numba.njit
 def _offer_row(row, heap, first_column, l2, column_sq_norms, heaps, counter, above, found):
     """Heap ``heap`` sees the scores of ``row`` (ids first_column + j)."""
-    floor = heaps[3][heap]
+    floors = heaps[3]
     for start in range(0, len(row), CHUNK):
         scores, sq_norms = row[start : start + CHUNK], column_sq_norms[start : start + CHUNK]  # slices vectorize
-        width = len(scores)
+        width, floor = len(scores), floors[heap]
         if l2:
             for j in range(width):
                 above[j] = scores[j] * TWO - sq_norms[j] > floor
         else:
             for j in range(width):
                 above[j] = scores[j] > floor
-        for f in range(_flagged(above, width, found)):
-            j = found[f]
-            value = _score(scores[j], sq_norms[j], l2)
-            if value > floor:  # the floor rose since the comparison
-                floor = _offer(heap, value, first_column + start + j, heaps, counter)
+        _push(scores, sq_norms, 1, found, _flagged(above, width, found), heap, 0, first_column + start, 1, l2,
+              heaps, counter)
 
 
 @numba.njit
 def _offer_columns(inner, first_row, first_column, start, stop, l2, row_sq_norms, heaps, counter, above, found):
     """Heaps first_column + j, j from start to stop - 1, see column j of ``inner``, a row at a time."""
     width = stop - start
-    floors = heaps[3][first_column + start : first_column + stop]  # kept up to date by _offer
+    floors = heaps[3][first_column + start : first_column + stop]  # kept up to date by _push
     for i in range(inner.shape[0]):
         row = inner[i, start:stop]
         sq_norm = row_sq_norms[i]
@@ -126,9 +123,52 @@ def _offer_columns(inner, first_row, first_column, start, stop, l2, row_sq_norms
         else:
             for j in range(width):
                 above[j] = row[j] > floors[j]
-        for f in range(_flagged(above, width, found)):
-            j = found[f]
-            _offer(first_column + start + j, _score(row[j], sq_norm, l2), first_row + i, heaps, counter)
+        _push(row, row_sq_norms[i : i + 1], 0, found, _flagged(above, width, found), first_column + start, 1,
+              first_row + i, 0, l2, heaps, counter)
+
+
+@numba.njit
+def _push(scores, sq_norms, norm_step, found, count, first_heap, heap_step, first_id, id_step, l2, heaps, counter):
+    """The flagged scores scores[found[f]], f < count, offered where they lie above their heap's
+    floor (which may have risen since they were flagged): scores[j] to heap first_heap + heap_step
+    * j, as id first_id + id_step * j, its squared norm sq_norms[norm_step * j]. The counter
+    counts each first, then it enters the heap if above the heap's worst, sifted down to its place.
+
+    One loop for a row's scores (heap_step 0) and a column's (id_step 0), with the push written
+    out in it: a call per push, its arrays passed as arguments, cost twice the push itself.
+    """
+    values, ids, offsets, floors = heaps
+    low, high, above, near, count_floor, cap = counter
+    for f in range(count):
+        j = found[f]
+        heap = first_heap + heap_step * j
+        value = _score(scores[j], sq_norms[norm_step * j], l2)
+        if value <= floors[heap]:
+            continue
+        if cap >= 0 and value > low[heap]:
+            if value > high[heap]:
+                above[heap] += 1
+                if above[heap] >= cap:
+                    count_floor[heap] = np.inf
+            else:
+                near[heap] += 1
+        offset, width = offsets[heap], offsets[heap + 1] - offsets[heap]
+        if value > values[offset]:  # the worst replaced, the new entry sifted down to its place
+            i = 0
+            while True:
+                child = 2 * i + 1
+                if child >= width:
+                    break
+                if child + 1 < width:
+                    child += values[offset + child + 1] < values[offset + child]
+                if values[offset + child] >= value:
+                    break
+                values[offset + i] = values[offset + child]
+                ids[offset + i] = ids[offset + child]
+                i = child
+            values[offset + i] = value
+            ids[offset + i] = first_id + id_step * j
+        floors[heap] = min(values[offset], count_floor[heap]) if cap >= 0 else values[offset]
 
 
 @numba.njit
@@ -159,45 +199,6 @@ def _score(product, sq_norm, l2):
 
 
 @numba.njit
-def _offer(heap, value, index, heaps, counter):
-    """Heap ``heap`` sees (value, index), a score above its floor, which the counter counts first.
-    Returns the heap's new floor."""
-    values, ids, offsets, floors = heaps
-    low, high, above, near, count_floor, cap = counter
-    if cap >= 0 and value > low[heap]:
-        if value > high[heap]:
-            above[heap] += 1
-            if above[heap] >= cap:
-                count_floor[heap] = np.inf
-        else:
-            near[heap] += 1
-    offset = offsets[heap]
-    if value > values[offset]:
-        _replace_top(values, ids, offset, offsets[heap + 1] - offset, value, index)
-    floors[heap] = _floor(heap, heaps, counter)
-    return floors[heap]
-
-
-@numba.njit
 def _floor(heap, heaps, counter):
     worst = heaps[0][heaps[2][heap]]
     return min(worst, counter[4][heap]) if counter[5] >= 0 else worst
-
-
-@numba.njit
-def _replace_top(values, ids, offset, width, value, index):
-    """The heap's worst entry replaced by (value, index), sifted down to its place."""
-    i = 0
-    while True:
-        child = 2 * i + 1
-        if child >= width:
-            break
-        if child + 1 < width and values[offset + child + 1] < values[offset + child]:
-            child += 1
-        if values[offset + child] >= value:
-            break
-        values[offset + i] = values[offset + child]
-        ids[offset + i] = ids[offset + child]
-        i = child
-    values[offset + i] = value
-    ids[offset + i] = index
