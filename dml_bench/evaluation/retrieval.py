@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from dml_bench.evaluation.clustering import kmeans_nmi
 from dml_bench.evaluation.knn import nearest_neighbors
 from dml_bench.evaluation.metric_names import MAP_AT_R, NMI, NUM_QUERIES, R_PRECISION, recall_key
-from dml_bench.evaluation.symmetric import GroupRank, leave_one_out_search
+from dml_bench.evaluation.symmetric import GroupRank, leave_one_out_hits, same_group
 
 DISTANCES = {"cosine": "inner_product", "euclidean": "l2"}
 EXCLUDE_MODES = ("index", "first_neighbor")  # how leave-one-out leaves the query out
@@ -180,19 +180,17 @@ class _LabelSearch:
              depths: torch.Tensor | None = None) -> tuple[torch.Tensor, GroupRank | None]:
         """(len(rows), k) bool: the i-th nearest gallery item of query ``rows`` has its label
         (False from ``depths[row]`` on, where given: a row's own depth); and, where the search can
-        tell it (see ``symmetric.leave_one_out_search``), the rank of each query's nearest
+        tell it (see ``symmetric.leave_one_out_hits``), the rank of each query's nearest
         same-label item, counted up to ``cap``."""
         options = {"metric": self.metric, "backend": self.backend}
         if self.leave_one_out and not self.drop_first:
-            neighbors, ranks = leave_one_out_search(
-                self.query, rows, k, groups=self.query_codes if cap else None, cap=cap, depths=depths, **options
-            )
+            hits, ranks = leave_one_out_hits(self.query, rows, k, self.query_codes, cap=cap, depths=depths, **options)
+            hits = hits.to(rows.device)
         else:
             query = self.query if len(rows) == len(self.query) else self.query[rows]
             dropped = int(self.drop_first)  # one neighbour more, then the nearest goes: taken for the query
             neighbors, ranks = nearest_neighbors(query, self.gallery, k + dropped, **options)[:, dropped:], None
-        neighbors = neighbors.to(rows.device).clamp_(min=0)  # -1: past the row's depth, masked below
-        hits = self.gallery_codes[neighbors] == self.query_codes[rows, None]
+            hits = same_group(neighbors.to(rows.device), self.gallery_codes, self.query_codes[rows])
         if depths is not None:
             hits &= torch.arange(k, device=hits.device) < depths.to(hits.device)[:, None]
         return hits, ranks

@@ -5,6 +5,7 @@ also counts, on the way, the rank of each row's nearest same-group item. Order a
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,29 +40,101 @@ def leave_one_out_search(
     symmetric search then keeps fewer neighbours for the rows that need fewer, which is faster, and
     lists -1 past a row's own depth (from at least that depth on); the others return all k.
     """
+    found = _search(embeddings, rows, k, metric, backend, groups, cap, depths)
+    return found.neighbors(), found.ranks
+
+
+def leave_one_out_hits(
+    embeddings: torch.Tensor,
+    rows: torch.Tensor,
+    k: int,
+    groups: torch.Tensor,
+    *,
+    metric: str,
+    backend: str = "auto",
+    cap: int = 0,
+    depths: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, GroupRank | None]:
+    """(len(rows), k) bool: the i-th nearest of ``embeddings[rows]`` among the others (as
+    ``leave_one_out_search`` finds it) is of the row's group, ``groups`` (num,) ints; with
+    ``depths``, from at least a row's own depth on it may be False whatever the neighbour. And
+    with ``cap`` > 0 the rows' ``GroupRank`` (as ``leave_one_out_search`` gives it), else None.
+
+    The symmetric search tells the group of each row's own depth of neighbours only, not of the
+    (num, k) neighbours of a dense list: on a long-tailed set most rows need far fewer than k.
+    """
+    found = _search(embeddings, rows, k, metric, backend, groups if cap else None, cap, depths)
+    return found.hits(groups), found.ranks
+
+
+def same_group(neighbors: torch.Tensor, gallery_groups: torch.Tensor, query_groups: torch.Tensor) -> torch.Tensor:
+    """(rows, k) bool: neighbour (index into the gallery; -1: none) is of its query's group."""
+    return (gallery_groups[neighbors.clamp(min=0)] == query_groups[:, None]) & (neighbors >= 0)
+
+
+class _Found(NamedTuple):
+    """A search's result for ``rows`` of ``num`` embeddings: a dense (rows, k) tensor of
+    neighbours (``dense``), or lists (``lists``: pairs of embedding indices (n,) and their
+    neighbours, (n, depth) each, every embedding in one pair); and ranks (``GroupRank`` or None)."""
+
+    rows: torch.Tensor
+    num: int
+    k: int
+    dense: torch.Tensor | None
+    lists: list | None
+    ranks: GroupRank | None
+
+    def neighbors(self):
+        if self.dense is not None:
+            return self.dense
+        neighbors = torch.full((len(self.rows), self.k), -1, dtype=torch.long)
+        for at, _, found in self._requested():
+            neighbors[at, : found.shape[1]] = found
+        return neighbors
+
+    def hits(self, groups):
+        if self.dense is not None:
+            return same_group(self.dense, groups, groups[self.rows])
+        groups = groups.cpu()
+        hits = torch.zeros((len(self.rows), self.k), dtype=torch.bool)
+        for at, ids, found in self._requested():
+            hits[at, : found.shape[1]] = groups[found] == groups[ids, None]
+        return hits
+
+    def _requested(self):
+        """(positions in ``rows``, embedding indices, their neighbours) of each list's rows that
+        are in ``rows``."""
+        position = torch.full((self.num,), -1, dtype=torch.long)
+        position[self.rows] = torch.arange(len(self.rows))
+        for ids, found in self.lists:
+            at = position[ids]
+            wanted = at >= 0
+            yield at[wanted], ids[wanted], found[wanted]
+
+
+def _search(embeddings, rows, k, metric, backend, groups, cap, depths):
+    """The search of ``leave_one_out_search``, as a ``_Found``."""
     symmetric = knn.resolve_backend(backend, embeddings.device) == "symmetric"
     if not symmetric or 2 * len(rows) <= len(embeddings):
         query = embeddings if len(rows) == len(embeddings) else embeddings[rows]
         neighbors = knn.nearest_neighbors(query, embeddings, k, metric=metric, backend=backend, exclude=rows)
-        return neighbors, None
+        return _Found(rows, len(embeddings), k, neighbors, None, None)
     knn.check_search(metric, k, len(embeddings) - 1)
     rows = rows.cpu()
     every_depth = None
     if depths is not None:  # the rows not searched for need one neighbour (a heap of two): the least there is
         every_depth = np.ones(len(embeddings), np.int64)
         every_depth[rows.numpy()] = depths.cpu().numpy()
-    neighbors, ranks = _symmetric_knn(embeddings, k, metric, None if groups is None else groups.cpu(), cap,
-                                      every_depth)
+    lists, ranks = _symmetric_knn(embeddings, k, metric, None if groups is None else groups.cpu(), cap, every_depth)
     if ranks is not None:
         ranks = GroupRank(*(rank[rows].to(embeddings.device) for rank in ranks))
-    every = len(rows) == len(embeddings) and bool((rows == torch.arange(len(rows))).all())
-    return neighbors if every else neighbors[rows], ranks
+    return _Found(rows, len(embeddings), k, None, lists, ranks)
 
 
 def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
-    """(num, k) nearest of every embedding among the others, computing each score once; with
-    ``groups``, also each row's ``GroupRank``; with ``depths`` (num,) each row's own depth (both:
-    see ``leave_one_out_search``).
+    """The k nearest of every embedding among the others, computing each score once, as lists
+    (``_Found``): each row's first k, or with ``depths`` (num,) its own depth's; with ``groups``,
+    also each row's ``GroupRank`` (both: see ``leave_one_out_search``).
 
     Leave-one-out scores are symmetric (s(i, j) = s(j, i)), so only one block of each pair (I, J),
     (J, I) is computed: half the FLOPs of a full product, which is what a search costs. Each block
@@ -99,7 +172,7 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
             again = DepthHeaps(heaps.takes[redo], threads, sq_norms=sq_norms, num_ids=num)
             _search_again(again, redo, x, rows)
             settled.append((again.results(), back[redo], torch.ones(len(redo), dtype=torch.bool)))
-    neighbors = torch.full((num, k), -1, dtype=torch.long)
+    lists = []
     twins = knn.find_twins(embeddings)
     for results, ids, keep in settled:
         for first, values, indices in results:
@@ -107,12 +180,12 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
             rows, values, indices = ids[part][keep[part]], values[keep[part]], indices[keep[part]]
             settle = k if values.shape[1] == take else values.shape[1] - 1
             query, itself = embeddings[rows.to(embeddings.device)], rows.to(embeddings.device)
-            neighbors[rows, :settle] = knn.first_k_settled(values, back[indices], settle, query, embeddings, metric,
-                                                           itself, twins)
+            lists.append((rows, knn.first_k_settled(values, back[indices], settle, query, embeddings, metric, itself,
+                                                    twins)))
     if counter is None:
-        return neighbors, None
+        return lists, None
     ranks = GroupRank(*(torch.empty_like(rank).index_copy_(0, back, rank) for rank in counter.ranks()))
-    return neighbors, ranks
+    return lists, ranks
 
 
 def _pass(heaps, x, rows):
@@ -127,8 +200,8 @@ def _pass(heaps, x, rows):
     whole = np.empty(min(rows, num) * seen, np.float32) if others else None
     for block_i, block_j in others:  # rows I meet the sample first
         _start_block(heaps, x, block_i, block_j, _sample_ranks(heaps.takes[block_i], seen, num - 1), whole)
-    for block_i, block_j in rest:
-        _offer_block(heaps, x, block_i, block_j)
+    tasks = _tiles(rest, rows, heaps.threads.count)
+    heaps.threads.run_apart(tasks, lambda part, tile: _offer_tile(heaps, x, *tile, part))
 
 
 def _start_block(heaps, x, block_i, block_j, ranks, whole):
@@ -154,23 +227,49 @@ def _start_block(heaps, x, block_i, block_j, ranks, whole):
 
 def _offer_block(heaps, x, block_i, block_j):
     """The block (block_i, block_j) of the pass offered to its rows and, off the diagonal, to its
-    columns. With p threads, an off-diagonal block is cut into p x p tiles and taken in p steps:
-    in step s thread t takes tile (t, t + s mod p), so that no two threads touch one heap; each
-    thread makes its tile strip by strip, offering each strip while it is in the core's cache."""
+    columns, by all the threads. With p threads, an off-diagonal block is cut into p x p tiles and
+    taken in p steps: in step s thread t takes tile (t, t + s mod p), so that no two threads touch
+    one heap."""
     threads = heaps.threads
     diagonal = block_i == block_j
 
     def tile(part, parts, step):
-        rows = share(block_i, part, parts)
         columns = block_j if diagonal else share(block_j, (part + step) % parts, parts)
-        for strip in threads.strips(rows, columns.stop - columns.start):
-            inner = threads.product(part, x[strip], x[columns])
-            if diagonal:  # each row skips itself
-                inner[np.arange(len(inner)), np.arange(strip.start, strip.stop) - columns.start] = -np.inf
-            heaps.offer(inner, strip.start, columns.start, column_side=not diagonal)
+        _offer_tile(heaps, x, share(block_i, part, parts), columns, part, diagonal)
 
     for step in range(1 if diagonal else threads.count):
         threads.run(lambda part, parts: tile(part, parts, step))  # noqa: B023  run returns within the step
+
+
+def _tiles(blocks, rows, parts):
+    """The blocks cut into tiles as ``_offer_block`` cuts them, for ``Threads.run_apart``: each with
+    the keys of the rows its heaps are (rows of a key: a ``parts``-th of a band)."""
+    unit = max(1, rows // parts)
+
+    def keys(rows):
+        return set(range(rows.start // unit, (rows.stop - 1) // unit + 1))
+
+    tiles = []
+    for block_i, block_j in blocks:
+        if block_i == block_j:
+            tiles.append((block_i, block_j))
+        else:
+            tiles += [(share(block_i, a, parts), share(block_j, b, parts)) for a in range(parts) for b in range(parts)]
+    return [(keys(tile_i) | keys(tile_j), (tile_i, tile_j)) for tile_i, tile_j in tiles if tile_i.stop > tile_i.start
+            and tile_j.stop > tile_j.start]
+
+
+def _offer_tile(heaps, x, rows, columns, part, diagonal=None):
+    """The tile (rows, columns) offered to its rows and, off the diagonal (rows == columns, or
+    ``diagonal``: rows within columns), to its columns, by thread ``part``: made strip by strip,
+    each strip offered while it is in the core's cache."""
+    threads = heaps.threads
+    diagonal = rows == columns if diagonal is None else diagonal
+    for strip in threads.strips(rows, columns.stop - columns.start):
+        inner = threads.product(part, x[strip], x[columns])
+        if diagonal:  # each row skips itself
+            inner[np.arange(len(inner)), np.arange(strip.start, strip.stop) - columns.start] = -np.inf
+        heaps.offer(inner, strip.start, columns.start, column_side=not diagonal)
 
 
 def _search_again(heaps, redo, x, rows):

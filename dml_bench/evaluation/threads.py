@@ -6,6 +6,7 @@ multi-threaded OpenBLAS keeps its threads busy-waiting for a while after each ca
 machine with few cores they would hold the cores the compiled block pass needs.
 """
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -37,6 +38,36 @@ class Threads:
         """step(part, parts) for every part at once; returns when all are done (their errors raised)."""
         for _ in self._pool.map(lambda part: step(part, self.count), range(self.count)):
             pass
+
+    def run_apart(self, tasks, work):
+        """work(part, item) for each (keys, item) of ``tasks``, every task on one thread, no two
+        tasks that share a key at once: a thread takes the first task, in the order given, whose
+        keys no other thread holds. No step waits for its slowest thread, as with ``run``."""
+        pending, held = list(tasks), set()
+        changed = threading.Condition()
+
+        def take():
+            with changed:
+                while pending:
+                    free = next((i for i, (keys, _) in enumerate(pending) if held.isdisjoint(keys)), None)
+                    if free is not None:
+                        keys, item = pending.pop(free)
+                        held.update(keys)
+                        return keys, item
+                    changed.wait()
+                return None
+
+        def worker(part, parts):
+            while (task := take()) is not None:
+                keys, item = task
+                try:
+                    work(part, item)
+                finally:
+                    with changed:
+                        held.difference_update(keys)
+                        changed.notify_all()
+
+        self.run(worker)
 
     @staticmethod
     def strips(rows, columns):
