@@ -198,3 +198,22 @@ def test_rows_whose_guessed_floor_was_too_high_are_searched_again(metric, failur
     within = torch.arange(60) < depths[:, None]
     assert torch.equal(found[within], plain[within])
     assert incomplete[0].sum() > (10 if failure == 0.9 else -1)
+
+
+def test_sorted_heaps_list_best_score_first_then_lowest_id():
+    """sort_heaps' integer keys order as a plain sort by (-score, id) does: negative, tied and
+    infinite scores, the empty entry's score and placeholder ids (-1) included."""
+    rng = np.random.default_rng(14)
+    widths = rng.integers(1, 40, 200)
+    offsets = np.r_[0, np.cumsum(widths)]
+    values = rng.standard_normal(offsets[-1]).astype(np.float32)
+    ids = rng.integers(0, 2**31 - 1, len(values)).astype(np.int32)
+    for special in (np.float32(0.5), np.float32(-np.inf), heap_kernels.EMPTY):
+        values[rng.integers(0, len(values), 40)] = special
+    ids[rng.integers(0, len(values), 40)] = -1
+    sorted_values, sorted_ids = values.copy(), ids.copy()
+    heap_kernels.sort_heaps(sorted_values, sorted_ids, offsets, 0, len(widths))
+    for start, stop in zip(offsets[:-1], offsets[1:]):
+        order = sorted(range(start, stop), key=lambda j: (-values[j], ids[j]))
+        assert sorted_values[start:stop].tolist() == values[order].tolist()
+        assert sorted_ids[start:stop].tolist() == ids[order].tolist()

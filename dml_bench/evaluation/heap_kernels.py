@@ -20,6 +20,7 @@ WORD = 8  # flags read at once: one uint64
 CHUNK = 512  # a row's scores compared with one floor, which then rises with what entered the heap
 TWO = np.float32(2)
 EMPTY = np.finfo(np.float32).min  # an empty heap entry: any score replaces it
+SIGN, LOW, SHIFT = np.uint64(2**31), np.uint64(2**32 - 1), np.uint64(32)  # sort_heaps' keys
 
 
 @numba.njit(cache=True, nogil=True)
@@ -77,12 +78,19 @@ def refresh_floors(heaps, counter, first, last):
 
 @numba.njit(cache=True, nogil=True)
 def sort_heaps(values, ids, offsets, first, last):
-    """Heaps first..last-1 sorted in place, best score first."""
+    """Heaps first..last-1 sorted in place, best score first (equal scores by id). Each entry is
+    sorted as one uint64 key, its score's bits (``_descending``) then its id's: a sort of plain
+    integers instead of an argsort and two gathers."""
+    bits = values.view(np.uint32)
+    keys = np.empty(np.max(offsets[first + 1 : last + 1] - offsets[first:last]) if last > first else 0, np.uint64)
     for heap in range(first, last):
-        start, stop = offsets[heap], offsets[heap + 1]
-        order = np.argsort(-values[start:stop], kind="mergesort")
-        values[start:stop] = values[start:stop][order]
-        ids[start:stop] = ids[start:stop][order]
+        start, width = offsets[heap], offsets[heap + 1] - offsets[heap]
+        for i in range(width):
+            keys[i] = _descending(np.uint64(bits[start + i])) << SHIFT | (np.uint64(ids[start + i]) ^ SIGN) & LOW
+        ordered = np.sort(keys[:width])
+        for i in range(width):
+            bits[start + i] = np.uint32(_descending(ordered[i] >> SHIFT))
+            ids[start + i] = np.int64(ordered[i] & LOW) - np.int64(2**31)
 
 
 @numba.njit(cache=True)
@@ -191,6 +199,13 @@ def _flagged(above, count, found):
                 found[n] = j
                 n += above[j]
     return n
+
+
+@numba.njit
+def _descending(bits):
+    """A float32's bits (in a uint64) made an integer that orders as the negated float does, and
+    back: a negative float's bits as they are, a positive one's with all but the sign flipped."""
+    return bits if bits & SIGN else bits ^ LOW ^ SIGN
 
 
 @numba.njit
