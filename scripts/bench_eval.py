@@ -50,6 +50,7 @@ def worker(method: str, data: Path, device: str, recall_ks: tuple[int, ...]) -> 
     import torch  # noqa: F401
 
     import dml_bench.evaluation  # noqa: F401
+    import dml_bench.evaluation.heaps  # noqa: F401  numba, which the symmetric search loads on first use
 
     saved = np.load(data)
     x, labels = saved["x"], saved["labels"]

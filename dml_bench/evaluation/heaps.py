@@ -92,12 +92,12 @@ class DepthHeaps:
         return np.concatenate([(ids >= 0).all(1) for _, ids, _ in self._runs(0, len(self.takes))])
 
     def results(self):
-        """Per run: (first row, rows' scores and ids nearest first, (rows, width) each)."""
+        """Per run: (first row, rows' scores and ids (int32) nearest first, (rows, width) each)."""
         def step(part, parts):
             own = share(slice(0, len(self.takes)), part, parts)
             heap_kernels.sort_heaps(self.values, self.ids, self.offsets, own.start, own.stop)
 
         self.threads.run(step)
-        return [(int(first), torch.from_numpy(values), torch.from_numpy(ids).long())
+        return [(int(first), torch.from_numpy(values), torch.from_numpy(ids))
                 for first, (values, ids, _) in zip(self.starts, self._runs(0, len(self.takes)))]
 

@@ -71,13 +71,32 @@ def find_twins(gallery: torch.Tensor) -> Twins | None:
     search therefore gives all the copies of an item one score, so that they tie and come by
     index as any tie does.
     """
-    unique, inverse = torch.unique(gallery, dim=0, return_inverse=True)
-    if len(unique) == len(gallery):
-        return None
     ids = torch.arange(len(gallery), device=gallery.device)
-    lowest = torch.full((len(unique),), len(gallery), device=gallery.device).scatter_reduce(0, inverse, ids, "amin")
-    first = lowest[inverse]
+    shared = _shared_hash(gallery)  # only rows whose bits hash alike can be identical
+    if not shared.any():
+        return None
+    rows = ids[shared]
+    unique, inverse = torch.unique(gallery[rows], dim=0, return_inverse=True)  # sorts the rows: few here
+    if len(unique) == len(rows):
+        return None
+    lowest = torch.full((len(unique),), len(gallery), device=gallery.device).scatter_reduce(0, inverse, rows, "amin")
+    first = ids.clone()
+    first[rows] = lowest[inverse]
     return Twins(first, (first != ids).nonzero().squeeze(1))
+
+
+HASH_ROWS = 8192  # rows hashed at once: (rows, dim) int64 at a time
+
+
+def _shared_hash(x):
+    """(num,) bool: the row's bits hash as another row's do (identical rows always do). The hash
+    is a sum of the rows' bits times fixed random weights, in int64 arithmetic (wrapping)."""
+    weights = torch.randint(-(2**62), 2**62, (x.shape[1],), generator=torch.Generator().manual_seed(0))
+    weights = weights.to(x.device)
+    bits = (x + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes 0.0, which it equals
+    hashed = torch.cat([(bits[i : i + HASH_ROWS].long() * weights).sum(1) for i in range(0, len(x), HASH_ROWS)])
+    _, inverse, counts = torch.unique(hashed, return_inverse=True, return_counts=True)
+    return counts[inverse] > 1
 
 
 def check_search(metric, k, candidates):
