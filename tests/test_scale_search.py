@@ -9,6 +9,7 @@ import torch
 
 from dml_bench.bench.evaluation import inat_class_sizes, search_depth, synthetic_inat
 from dml_bench.evaluation import faiss_gpu, heap_kernels, knn, retrieval_metrics, symmetric
+from dml_bench.evaluation import heaps as depth_heaps
 from dml_bench.evaluation.heaps import DepthHeaps
 from dml_bench.evaluation.threads import Threads
 from tests.test_retrieval_metrics import BACKENDS, assert_metrics_equal, brute_force
@@ -75,10 +76,13 @@ def test_depth_heaps_keep_each_row_its_take():
     assert runs[2][2].tolist() == [[102]] and runs[3][2].tolist() == [[100, 101, 102]]
 
 
+@pytest.mark.parametrize("pending", [3, depth_heaps.PENDING])
 @pytest.mark.parametrize("metric", knn.METRICS)
-def test_block_pass_offers_rows_and_columns_what_a_plain_loop_keeps(metric):
-    """offer with column_side: each row's heap and each column's heap end with what a plain loop
-    over the scores keeps, l2's scores 2<i, j> - |j|^2 included; floors are the heaps' worst."""
+def test_block_pass_offers_rows_and_columns_what_a_plain_loop_keeps(metric, pending, monkeypatch):
+    """offer with column_side, then offer_pending: each row's heap and each column's heap end with
+    what a plain loop over the scores keeps, l2's scores 2<i, j> - |j|^2 included; floors are the
+    heaps' worst. With room for 3 waiting scores, offer offers them whenever the room is full."""
+    monkeypatch.setattr(depth_heaps, "PENDING", pending)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((30, 5)).astype(np.float32)
     sq_norms = (x * x).sum(1) if metric == "l2" else None
@@ -87,6 +91,9 @@ def test_block_pass_offers_rows_and_columns_what_a_plain_loop_keeps(metric):
     with Threads(1) as threads:
         heaps = DepthHeaps(np.full(30, take), threads, sq_norms=sq_norms)
         heaps.offer(np.ascontiguousarray(inner), rows.start, columns.start, column_side=True)
+        if pending > inner.size:  # the columns' scores wait
+            assert heaps.floors[columns].tolist() == [heap_kernels.EMPTY] * 18
+        heaps.offer_pending(0)
         found = torch.cat([ids for _, _, ids in heaps.results()])
     norms = np.zeros(30, np.float32) if sq_norms is None else sq_norms
     two = 2 if metric == "l2" else 1

@@ -20,20 +20,54 @@ WORD = 8  # flags read at once: one uint64
 CHUNK = 512  # a row's scores compared with one floor, which then rises with what entered the heap
 TWO = np.float32(2)
 EMPTY = np.finfo(np.float32).min  # an empty heap entry: any score replaces it
+NO_NORMS, NO_IDS = np.zeros(1, np.float32), np.zeros(0, np.int32)  # _push's arguments where unused
 SIGN, LOW, SHIFT = np.uint64(2**31), np.uint64(2**32 - 1), np.uint64(32)  # sort_heaps' keys
 
 
 @numba.njit(cache=True, nogil=True)
-def offer_block(inner, first_row, first_column, column_side, l2, row_sq_norms, column_sq_norms, heaps, counter):
+def offer_block(inner, first_row, first_column, column_side, l2, row_sq_norms, column_sq_norms, heaps, counter,
+                pending):
     """Heaps first_row + i see the scores of row i of ``inner`` (ids first_column + j); with
     ``column_side``, heaps first_column + j also see those of column j (ids first_row + i): the
-    transpose, for an off-diagonal block whose columns are rows of the search too."""
+    transpose, for an off-diagonal block whose columns are rows of the search too. The columns'
+    scores above their floors wait in ``pending`` (``new_pending``) until ``offer_pending``."""
     above, found = _flag_buffers(max(CHUNK, inner.shape[1]))
     for i in range(inner.shape[0]):
         _offer_row(inner[i], first_row + i, first_column, l2, column_sq_norms, heaps, counter, above, found)
     if column_side:
-        _offer_columns(inner, first_row, first_column, 0, inner.shape[1], l2, row_sq_norms, heaps, counter, above,
-                       found)
+        _collect_columns(inner, first_row, first_column, l2, row_sq_norms, heaps, counter, pending, above, found)
+
+
+@numba.njit(cache=True)
+def new_pending(size):
+    """Room for ``size`` scores waiting for their heaps: (heaps, scores, ids, count, order)."""
+    return (np.empty(size, np.int64), np.empty(size, np.float32), np.empty(size, np.int32), np.zeros(1, np.int64),
+            np.empty(size, np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def offer_pending(heaps, counter, pending):
+    """The waiting scores offered, heap by heap: each heap's pushes then come together, its entries
+    in cache after the first, where a push into a column's heap as its score comes is a cache miss
+    at every level (a column's heap sees about one score of a strip)."""
+    targets, scores, ids, count, order = pending
+    n = count[0]
+    if n == 0:
+        return
+    low, high = targets[:n].min(), targets[:n].max()
+    starts = np.zeros(high - low + 2, np.int64)  # a counting sort by heap, stable
+    for k in range(n):
+        starts[targets[k] - low + 1] += 1
+    starts = np.cumsum(starts)
+    placed = starts[:-1].copy()
+    for k in range(n):
+        order[placed[targets[k] - low]] = k
+        placed[targets[k] - low] += 1
+    for heap in range(low, high + 1):
+        first, last = starts[heap - low], starts[heap - low + 1]
+        if last > first:
+            _push(scores, NO_NORMS, 0, order[first:last], last - first, heap, 0, 0, 0, ids, False, heaps, counter)
+    count[0] = 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -113,7 +147,7 @@ def _offer_row(row, heap, first_column, l2, column_sq_norms, heaps, counter, abo
         else:
             for j in range(width):
                 above[j] = scores[j] > floor
-        _push(scores, sq_norms, 1, found, _flagged(above, width, found), heap, 0, first_column + start, 1, l2,
+        _push(scores, sq_norms, 1, found, _flagged(above, width, found), heap, 0, first_column + start, 1, NO_IDS, l2,
               heaps, counter)
 
 
@@ -132,15 +166,41 @@ def _offer_columns(inner, first_row, first_column, start, stop, l2, row_sq_norms
             for j in range(width):
                 above[j] = row[j] > floors[j]
         _push(row, row_sq_norms[i : i + 1], 0, found, _flagged(above, width, found), first_column + start, 1,
-              first_row + i, 0, l2, heaps, counter)
+              first_row + i, 0, NO_IDS, l2, heaps, counter)
 
 
 @numba.njit
-def _push(scores, sq_norms, norm_step, found, count, first_heap, heap_step, first_id, id_step, l2, heaps, counter):
+def _collect_columns(inner, first_row, first_column, l2, row_sq_norms, heaps, counter, pending, above, found):
+    """The scores of ``inner`` above their column's floor (heaps first_column + j, ids first_row +
+    i) added to ``pending``, offered first where it is full."""
+    targets, scores, ids, count, _ = pending
+    width = inner.shape[1]
+    floors = heaps[3][first_column : first_column + width]  # kept up to date by _push
+    for i in range(inner.shape[0]):
+        row = inner[i]
+        sq_norm = row_sq_norms[i]
+        if l2:
+            for j in range(width):
+                above[j] = row[j] * TWO - sq_norm > floors[j]
+        else:
+            for j in range(width):
+                above[j] = row[j] > floors[j]
+        for f in range(_flagged(above, width, found)):
+            if count[0] == len(targets):
+                offer_pending(heaps, counter, pending)
+            j, k = found[f], count[0]
+            targets[k], scores[k], ids[k] = first_column + j, _score(row[j], sq_norm, l2), first_row + i
+            count[0] = k + 1
+
+
+@numba.njit
+def _push(scores, sq_norms, norm_step, found, count, first_heap, heap_step, first_id, id_step, listed, l2, heaps,
+          counter):
     """The flagged scores scores[found[f]], f < count, offered where they lie above their heap's
     floor (which may have risen since they were flagged): scores[j] to heap first_heap + heap_step
-    * j, as id first_id + id_step * j, its squared norm sq_norms[norm_step * j]. The counter
-    counts each first, then it enters the heap if above the heap's worst, sifted down to its place.
+    * j, as id first_id + id_step * j (or listed[j], where ``listed`` is not empty), its squared
+    norm sq_norms[norm_step * j]. The counter counts each first, then it enters the heap if above
+    the heap's worst, sifted down to its place.
 
     One loop for a row's scores (heap_step 0) and a column's (id_step 0), with the push written
     out in it: a call per push, its arrays passed as arguments, cost twice the push itself.
@@ -175,7 +235,7 @@ def _push(scores, sq_norms, norm_step, found, count, first_heap, heap_step, firs
                 ids[offset + i] = ids[offset + child]
                 i = child
             values[offset + i] = value
-            ids[offset + i] = first_id + id_step * j
+            ids[offset + i] = listed[j] if len(listed) else first_id + id_step * j
         floors[heap] = min(values[offset], count_floor[heap]) if cap >= 0 else values[offset]
 
 

@@ -12,6 +12,8 @@ import torch
 from dml_bench.evaluation import heap_kernels
 from dml_bench.evaluation.threads import share
 
+PENDING = 2**18  # columns' scores that wait for their heaps, per thread (28 bytes each)
+
 
 class DepthHeaps:
     """Heaps for rows 0..num-1 where row i keeps its ``takes[i]`` best, in a heap of that width:
@@ -38,17 +40,25 @@ class DepthHeaps:
         self.starts = np.flatnonzero(np.r_[True, takes[1:] != takes[:-1]])
         self.ends = np.r_[self.starts[1:], len(takes)]
         self._counts = heap_kernels.no_counts() if counter is None else counter.kernel_arguments()
+        self._pending = [heap_kernels.new_pending(PENDING) for _ in range(threads.count)]  # one per thread
 
-    def offer(self, inner, first_row, first_column, *, column_side=False):
+    def offer(self, inner, first_row, first_column, *, column_side=False, part=0):
         """Heaps first_row + i see the scores of row i of the block of inner products ``inner``
         (C-contiguous; ids first_column + j); with ``column_side``, heaps first_column + j also see
         those of column j (ids first_row + i): the block's transpose, for an off-diagonal block whose
-        columns are rows of the search too. Calls for disjoint heaps may run at once (threads)."""
+        columns are rows of the search too. The columns see theirs at ``offer_pending(part)``, all
+        of a heap together (``heap_kernels.offer_pending``). Calls for disjoint heaps, of distinct
+        ``part``, may run at once (threads)."""
         rows, columns = inner.shape
         norms = self.sq_norms
         heap_kernels.offer_block(inner, first_row, first_column, column_side, self.l2,
                                  norms[first_row : first_row + rows] if column_side else norms[:0],
-                                 norms[first_column : first_column + columns], self._heaps, self._counts)
+                                 norms[first_column : first_column + columns], self._heaps, self._counts,
+                                 self._pending[part])
+
+    def offer_pending(self, part):
+        """The columns' scores that ``offer(..., part=part)`` left waiting, offered to their heaps."""
+        heap_kernels.offer_pending(self._heaps, self._counts, self._pending[part])
 
     def start(self, inner, first_row, first_column, ranks):
         """Heaps first_row + i, empty, see row i of ``inner`` first: with ranks[i] > 0, they take

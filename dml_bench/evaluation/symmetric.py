@@ -269,7 +269,8 @@ def _offer_tile(heaps, x, rows, columns, part, diagonal=None):
         inner = threads.product(part, x[strip], x[columns])
         if diagonal:  # each row skips itself
             inner[np.arange(len(inner)), np.arange(strip.start, strip.stop) - columns.start] = -np.inf
-        heaps.offer(inner, strip.start, columns.start, column_side=not diagonal)
+        heaps.offer(inner, strip.start, columns.start, column_side=not diagonal, part=part)
+    heaps.offer_pending(part)
 
 
 def _search_again(heaps, redo, x, rows):
