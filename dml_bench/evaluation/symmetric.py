@@ -140,7 +140,7 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
     (J, I) is computed: half the FLOPs of a full product, which is what a search costs. Each block
     offers its rows its scores and, through its transpose, its columns theirs, but only those above
     the row's floor: its heap's worst score, or lower while the row still counts the items above its
-    best same-group score (``heap_kernels``; the threads share each block, ``_offer_block``).
+    best same-group score (``heap_kernels``; the threads share the blocks tile by tile, ``_pass``).
     The floors start high: the pass begins with a random sample of rows (``_pass_order``), which
     every row meets first; each row's heap then drops what lies below a guess made from the
     sample, one that is below the row's final floor but for a small chance (``_sample_ranks``). A
@@ -190,7 +190,10 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
 
 def _pass(heaps, x, rows):
     """The pass over the blocks of ``_schedule``, each computed once and offered to its rows and
-    columns; the floors guessed from the sample once a row has met it."""
+    columns; the floors guessed from the sample once a row has met it. The sample's blocks and
+    those against it go one after the other, all threads on each (``_offer_block``,
+    ``_start_block``); the rest as tiles that each thread takes as it comes free, so that no
+    thread waits for another's tile to end (``Threads.run_apart``)."""
     num = len(x)
     seen = min(rows, num)  # the sample's size
     sample, others, rest = _schedule(num, rows)
@@ -242,8 +245,10 @@ def _offer_block(heaps, x, block_i, block_j):
 
 
 def _tiles(blocks, rows, parts):
-    """The blocks cut into tiles as ``_offer_block`` cuts them, for ``Threads.run_apart``: each with
-    the keys of the rows its heaps are (rows of a key: a ``parts``-th of a band)."""
+    """The blocks as tasks for ``Threads.run_apart``: an off-diagonal block cut into parts x parts
+    tiles (as ``_offer_block`` cuts it), a diagonal one whole; each tile keyed by the pieces of
+    ``rows // parts`` rows whose heaps it changes, so that no two tiles changing one heap run at
+    once."""
     unit = max(1, rows // parts)
 
     def keys(rows):
