@@ -38,7 +38,8 @@ def offer_block(inner, first_row, first_column, column_side, l2, row_sq_norms, c
     for i in range(inner.shape[0]):
         _offer_row(inner[i], first_row + i, first_column, l2, column_sq_norms, heaps, counter, above, found)
     if column_side:
-        _collect_columns(inner, first_row, first_column, l2, row_sq_norms, heaps, counter, pending, above, found)
+        _collect_columns(inner, first_row, first_column, 0, inner.shape[1], l2, row_sq_norms, heaps, counter, pending,
+                         above, found)
 
 
 @numba.njit(cache=True)
@@ -74,11 +75,12 @@ def offer_pending(heaps, counter, pending):
 
 
 @numba.njit(cache=True, nogil=True)
-def offer_columns(inner, first_row, first_column, start, stop, l2, row_sq_norms, heaps, counter):
+def offer_columns(inner, first_row, first_column, start, stop, l2, row_sq_norms, heaps, counter, pending):
     """Heaps first_column + j, j from start to stop - 1, see the scores of column j of ``inner``
-    (ids first_row + i)."""
+    (ids first_row + i), at ``offer_pending``, as ``offer_block``'s columns."""
     above, found = _flag_buffers(stop - start)
-    _offer_columns(inner, first_row, first_column, start, stop, l2, row_sq_norms, heaps, counter, above, found)
+    _collect_columns(inner, first_row, first_column, start, stop, l2, row_sq_norms, heaps, counter, pending, above,
+                     found)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -155,8 +157,11 @@ def _offer_row(row, heap, first_column, l2, column_sq_norms, heaps, counter, abo
 
 
 @numba.njit
-def _offer_columns(inner, first_row, first_column, start, stop, l2, row_sq_norms, heaps, counter, above, found):
-    """Heaps first_column + j, j from start to stop - 1, see column j of ``inner``, a row at a time."""
+def _collect_columns(inner, first_row, first_column, start, stop, l2, row_sq_norms, heaps, counter, pending, above,
+                     found):
+    """The scores of column j of ``inner``, j from start to stop - 1, that lie above its floor
+    (heap first_column + j; ids first_row + i) added to ``pending``, offered first where it is full."""
+    targets, scores, ids, count, _ = pending
     width = stop - start
     floors = heaps[3][first_column + start : first_column + stop]  # kept up to date by _push
     for i in range(inner.shape[0]):
@@ -168,31 +173,11 @@ def _offer_columns(inner, first_row, first_column, start, stop, l2, row_sq_norms
         else:
             for j in range(width):
                 above[j] = row[j] > floors[j]
-        _push(row, row_sq_norms[i : i + 1], 0, found, _flagged(above, width, found), first_column + start, 1,
-              first_row + i, 0, NO_IDS, l2, heaps, counter)
-
-
-@numba.njit
-def _collect_columns(inner, first_row, first_column, l2, row_sq_norms, heaps, counter, pending, above, found):
-    """The scores of ``inner`` above their column's floor (heaps first_column + j, ids first_row +
-    i) added to ``pending``, offered first where it is full."""
-    targets, scores, ids, count, _ = pending
-    width = inner.shape[1]
-    floors = heaps[3][first_column : first_column + width]  # kept up to date by _push
-    for i in range(inner.shape[0]):
-        row = inner[i]
-        sq_norm = row_sq_norms[i]
-        if l2:
-            for j in range(width):
-                above[j] = row[j] * TWO - sq_norm > floors[j]
-        else:
-            for j in range(width):
-                above[j] = row[j] > floors[j]
         for f in range(_flagged(above, width, found)):
             if count[0] == len(targets):
                 offer_pending(heaps, counter, pending)
             j, k = found[f], count[0]
-            targets[k], scores[k], ids[k] = first_column + j, _score(row[j], sq_norm, l2), first_row + i
+            targets[k], scores[k], ids[k] = first_column + start + j, _score(row[j], sq_norm, l2), first_row + i
             count[0] = k + 1
 
 

@@ -68,11 +68,12 @@ class DepthHeaps:
                                 self.sq_norms[first_column : first_column + inner.shape[1]], self._heaps,
                                 self._counts)
 
-    def offer_columns(self, inner, first_row, first_column, columns):
+    def offer_columns(self, inner, first_row, first_column, columns, part=0):
         """Heaps first_column + j, for j in the slice ``columns``, see column j of ``inner`` (ids
-        first_row + i)."""
+        first_row + i), at ``offer_pending(part)``."""
         heap_kernels.offer_columns(inner, first_row, first_column, columns.start, columns.stop, self.l2,
-                                   self.sq_norms[first_row : first_row + len(inner)], self._heaps, self._counts)
+                                   self.sq_norms[first_row : first_row + len(inner)], self._heaps, self._counts,
+                                   self._pending[part])
 
     def _runs(self, first, last):
         """(values, ids, rows from, to, the first of them counted from ``first``) of each run that

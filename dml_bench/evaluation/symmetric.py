@@ -222,7 +222,8 @@ def _start_block(heaps, x, block_i, block_j, ranks, whole):
             heaps.start(inner[local], strip.start, block_j.start, ranks[local])
 
     def columns(part, parts):
-        heaps.offer_columns(inner, block_i.start, block_j.start, share(slice(0, inner.shape[1]), part, parts))
+        heaps.offer_columns(inner, block_i.start, block_j.start, share(slice(0, inner.shape[1]), part, parts), part)
+        heaps.offer_pending(part)
 
     threads.run(rows)
     threads.run(columns)
