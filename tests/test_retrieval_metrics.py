@@ -287,6 +287,21 @@ def test_copies_scored_an_ulp_apart_still_tie_in_the_torch_search(monkeypatch):
     assert knn.find_twins(gallery[:4]) is None
 
 
+def test_twins_are_rows_equal_as_numbers_among_many():
+    """Among 20,000 random rows, the copies are found whatever their place (their first copy the
+    lowest index), -0.0 equals 0.0, and rows that differ in one coordinate are not twins."""
+    gallery = torch.randn(20_000, 16)
+    gallery[[7, 19_999]] = gallery[12_345].clone()
+    gallery[100, 3] = 0.0
+    gallery[101] = gallery[100].clone()
+    gallery[101, 3] = -0.0
+    gallery[200] = gallery[300].clone()
+    gallery[200, 15] = torch.nextafter(gallery[300, 15], torch.tensor(10.0))
+    twins = knn.find_twins(gallery)
+    assert twins.copies.tolist() == [101, 12_345, 19_999]
+    assert twins.first[[7, 12_345, 19_999, 100, 101, 200, 300]].tolist() == [7, 7, 7, 100, 100, 200, 300]
+
+
 def test_copies_listed_an_ulp_apart_tie_in_the_faiss_and_symmetric_lists():
     """The (rows, k + 1) lists the FAISS and symmetric searches settle: the copies 1 and 4 of an
     item, listed an ulp apart with 4 first, come by index; at the cut the lower index gets in."""
