@@ -58,6 +58,24 @@ def test_own_depths_give_the_exact_neighbours_to_each_depth(metric, small_blocks
     assert (~listed).any()  # the shallow rows' heaps were smaller
 
 
+@pytest.mark.parametrize("metric", knn.METRICS)
+def test_hits_from_the_lists_are_those_of_the_plain_neighbours(metric, small_blocks):
+    """leave_one_out_hits, for a subset of the rows in another order and a depth each, tells of
+    each row's own depth of neighbours what the plain search's neighbours tell, as many rows as
+    asked in their order."""
+    x, labels = long_tailed(seed=7)
+    x, groups = torch.from_numpy(x), torch.from_numpy(labels)
+    rng = np.random.default_rng(8)
+    rows = torch.from_numpy(rng.permutation(len(x))[: len(x) * 3 // 4])
+    depths = torch.from_numpy(rng.integers(1, 40, size=len(rows)))
+    hits, _ = symmetric.leave_one_out_hits(x, rows, 40, groups, metric=metric, backend="symmetric", depths=depths)
+    plain, _ = symmetric.leave_one_out_search(x, rows, 40, metric=metric, backend="torch")
+    within = torch.arange(40) < depths[:, None]
+    expected = symmetric.same_group(plain, groups, groups[rows])
+    assert hits.shape == (len(rows), 40) and torch.equal(hits[within], expected[within])
+    assert expected[within].any() and (~expected[within]).any()
+
+
 def test_depth_heaps_keep_each_row_its_take():
     """A heap per row, as wide as the row's take; rows of one take in a row make a run; a block
     offered to the rows leaves each its best, listed best first."""
