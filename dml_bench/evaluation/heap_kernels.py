@@ -10,8 +10,8 @@ Most scores lie below their row's floor: a stretch of scores is compared with th
 one by one: into the row's heap at once (its heap is in cache, the row's pushes come together),
 into a column's heap later (a column's pushes come one or two a strip, each a cache miss at every
 level of its heap): they wait in a list (``pending``) and are offered heap by heap at the end of
-the tile (``offer_pending``). Scores are computed from the products as ``knn`` computes them, in float32: the product
-itself, or for l2 2<i, j> - |j|^2. A call changes only the heaps it is given rows or columns of,
+the tile (``offer_pending``). Scores are computed from the products as ``knn`` computes them, in
+float32: the product itself, or for l2 2<i, j> - |j|^2. A call changes only the heaps it is given rows or columns of,
 so calls for disjoint heaps may run at once, on threads of their own (the GIL released).
 Compiled once and cached on disk (numba's ``cache=True``).
 """

@@ -1,5 +1,6 @@
-"""The symmetric search's threads: each step of its pass (a block's product, the block offered to
-the heaps, the heaps sorted) split into shares, one per thread, run at once.
+"""The symmetric search's threads: a step of its pass (a block's product, the block offered to
+the heaps, the heaps sorted) split into shares, one per thread, run at once (``run``); or a list
+of tiles, each taken by the next free thread, no two that change one heap at once (``run_apart``).
 
 The product runs as one single-threaded BLAS call per share, not as one multi-threaded call: a
 multi-threaded OpenBLAS keeps its threads busy-waiting for a while after each call, and on a
