@@ -13,7 +13,9 @@ ratios compare the fastest rounds and, to show the noise, the rounds one by one.
 
 import argparse
 import copy
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -67,15 +69,17 @@ def main(argv=None) -> int:
     our_model, our_loss, _ = copies("cross-entropy")
     # One CPU thread is timed by its CPU time (steady on a shared machine); a GPU by wall time.
     clock = time.process_time if device.type == "cpu" and args.threads == 1 else time.perf_counter
-    overhead = interleaved_rates({
-        "bare PyTorch loop": bare_loop(bare_model, bare_loss, batches, **options),
-        "dml_bench Trainer": trainer_epochs(our_model, our_loss, batches, **options),
-    }, args.rounds, clock)
-    costs = {}
-    for name in LOSSES:
-        step_model, loss, miner = copies(name)
-        costs[name] = trainer_epochs(step_model, loss, batches, miner=miner, **options)
-    costs = interleaved_rates(costs, args.rounds, clock)
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as scratch:  # the Trainers' TensorBoard files
+        runs = Path(scratch)
+        overhead = interleaved_rates({
+            "bare PyTorch loop": bare_loop(bare_model, bare_loss, batches, **options),
+            "dml_bench Trainer": trainer_epochs(our_model, our_loss, batches, runs / "overhead", **options),
+        }, args.rounds, clock)
+        costs = {}
+        for index, name in enumerate(LOSSES):
+            step_model, loss, miner = copies(name)
+            costs[name] = trainer_epochs(step_model, loss, batches, runs / f"loss{index}", miner=miner, **options)
+        costs = interleaved_rates(costs, args.rounds, clock)
 
     setting = (f"{args.arch} at {args.image_size}x{args.image_size}, batch {args.batch_size}, {device}, "
                f"amp {args.amp}, channels_last {args.channels_last}, {args.threads} CPU thread(s), "

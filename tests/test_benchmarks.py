@@ -1,5 +1,7 @@
 """The benchmark scripts run end to end on tiny settings, and their arithmetic is right."""
 
+import tempfile
+
 import pytest
 import torch
 
@@ -34,11 +36,21 @@ def test_bench_data_measures_every_pipeline(tmp_path):
     assert all(float(row[3]) > 0 and row[4].endswith("x") for row in rows)
 
 
-def test_bench_train_prints_both_tables(capsys):
+@pytest.fixture
+def temp_root(tmp_path, monkeypatch):
+    """The system's temporary folder, for a test that checks nothing is left in it."""
+    root = tmp_path / "temp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def test_bench_train_prints_both_tables_and_leaves_no_files(capsys, temp_root):
     assert bench_train.main(["--steps", "1", "--rounds", "1", "--batch-size", "16", "--image-size", "16"]) == 0
     out = capsys.readouterr().out
     for name in ("bare PyTorch loop", "dml_bench Trainer", "cross-entropy", "triplet + semihard miner"):
         assert name in out
+    assert list(temp_root.iterdir()) == []  # the Trainers' TensorBoard files went with their folder
 
 
 def test_bench_gpu_explains_itself_without_a_gpu(capsys):
@@ -48,10 +60,11 @@ def test_bench_gpu_explains_itself_without_a_gpu(capsys):
     assert "measures a CUDA GPU and none is visible here" in capsys.readouterr().err
 
 
-def test_bench_gpu_parts_run_on_tiny_settings(tmp_path):
+def test_bench_gpu_parts_run_on_tiny_settings(tmp_path, temp_root):
     cpu = torch.device("cpu")
     rows = gpu.training_rows(1, 1, cpu, arch="small", image_size=16, batch_size=16, compile_model=False)
     assert len(rows) == 7 and all(row[2].endswith("images/s") for row in rows)
+    assert list(temp_root.iterdir()) == []
     rows = gpu.data_rows(tmp_path, workers=1, counts=(((64, 48), 4),))
     assert [row[1] for row in rows] == ["plain", "ours"]
     rows = gpu.evaluation_rows(cpu, images=60, classes=12, dim=4)

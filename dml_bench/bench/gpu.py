@@ -3,6 +3,7 @@ pipeline with every core, and evaluation at SOP's size. Each returns rows of (pa
 """
 
 import copy
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def training_rows(steps: int, rounds: int, device: torch.device, arch="resnet50"
     set_tf32(False)  # "fp32" is IEEE fp32, as a run with trainer.tf32=false (the paper recipes)
     batches = train_step.make_batches(steps, batch_size, image_size, train_step.NUM_CLASSES, pin=device.type == "cuda")
     base = train_step.make_model(arch)
+    scratch = tempfile.TemporaryDirectory(prefix="bench_train_")  # the Trainers' TensorBoard files
 
     def candidate(amp, channels_last, compiled=False, loss_name="cross-entropy", bare=False):
         memory_format = torch.channels_last if channels_last else torch.preserve_format
@@ -35,20 +37,22 @@ def training_rows(steps: int, rounds: int, device: torch.device, arch="resnet50"
         options = {"device": device, "amp_dtype": amp, "channels_last": channels_last}
         if bare:
             return train_step.bare_loop(model, loss.to(device), batches, **options)
-        return train_step.trainer_epochs(model, loss.to(device), batches, miner=miner, **options)
+        run_dir = Path(tempfile.mkdtemp(dir=scratch.name))
+        return train_step.trainer_epochs(model, loss.to(device), batches, run_dir, miner=miner, **options)
 
     bf16 = torch.bfloat16
-    candidates = {
-        "Trainer, cross-entropy, fp32": candidate(None, False),
-        "Trainer, cross-entropy, bf16": candidate(bf16, False),
-        "Trainer, cross-entropy, bf16 + channels_last": candidate(bf16, True),
-        "bare loop, cross-entropy, bf16 + channels_last": candidate(bf16, True, bare=True),
-    }
-    if compile_model:
-        candidates["Trainer, cross-entropy, bf16 + channels_last + compile"] = candidate(bf16, True, compiled=True)
-    for name in train_step.LOSSES[1:]:
-        candidates[f"Trainer, {name}, bf16 + channels_last"] = candidate(bf16, True, loss_name=name)
-    rates = interleaved_rates(candidates, rounds)
+    with scratch:
+        candidates = {
+            "Trainer, cross-entropy, fp32": candidate(None, False),
+            "Trainer, cross-entropy, bf16": candidate(bf16, False),
+            "Trainer, cross-entropy, bf16 + channels_last": candidate(bf16, True),
+            "bare loop, cross-entropy, bf16 + channels_last": candidate(bf16, True, bare=True),
+        }
+        if compile_model:
+            candidates["Trainer, cross-entropy, bf16 + channels_last + compile"] = candidate(bf16, True, compiled=True)
+        for name in train_step.LOSSES[1:]:
+            candidates[f"Trainer, {name}, bf16 + channels_last"] = candidate(bf16, True, loss_name=name)
+        rates = interleaved_rates(candidates, rounds)
     part = f"training, {arch} {image_size}, batch {batch_size}"
     return [[part, name, f"{max(r):.0f} images/s"] for name, r in rates.items()]
 

@@ -4,7 +4,6 @@ Batches are made in memory (random uint8 images, labels with ``m`` images per cl
 pairs), so the figures measure the step (forward, loss, backward, optimizer), not decoding.
 """
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,10 +92,10 @@ def bare_loop(model, loss, batches: list[Batch], device, amp_dtype=None, channel
     return run
 
 
-def trainer_epochs(model, loss, batches: list[Batch], device, amp_dtype=None, channels_last=False,
-                   miner=None, run_dir: Path | None = None) -> Callable[[], int]:
-    """One ``Trainer.train_one_epoch`` over ``batches`` per call (TensorBoard logging included)."""
-    run_dir = Path(run_dir or tempfile.mkdtemp(prefix="bench_train_"))
+def trainer_epochs(model, loss, batches: list[Batch], run_dir: Path, device, amp_dtype=None, channels_last=False,
+                   miner=None) -> Callable[[], int]:
+    """One ``Trainer.train_one_epoch`` over ``batches`` per call, TensorBoard logging into ``run_dir``
+    included (a folder the caller removes)."""
     settings = TrainerSettings(run_dir=run_dir, epochs=1, device=device, amp_dtype=amp_dtype,
                                channels_last=channels_last, progress=False)
     recorder = TensorBoard(run_dir / "tb")
