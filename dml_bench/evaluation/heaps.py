@@ -104,9 +104,10 @@ class DepthHeaps:
 
     def results(self):
         """Per run: (first row, rows' scores and ids (int32) nearest first, (rows, width) each)."""
-        def step(part, parts):
-            own = share(slice(0, len(self.takes)), part, parts)
-            heap_kernels.sort_heaps(self.values, self.ids, self.offsets, own.start, own.stop)
+        def step(part, parts):  # each thread an equal share of the entries, not of the heaps
+            own = share(slice(0, len(self.values)), part, parts)
+            first, last = np.searchsorted(self.offsets, (own.start, own.stop))
+            heap_kernels.sort_heaps(self.values, self.ids, self.offsets, first, last)
 
         self.threads.run(step)
         return [(int(first), torch.from_numpy(values), torch.from_numpy(ids))
