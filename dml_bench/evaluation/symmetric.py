@@ -177,11 +177,11 @@ def _symmetric_knn(embeddings, k, metric, groups=None, cap=0, depths=None):
     for results, ids, keep in settled:
         for first, values, indices in results:
             part = slice(first, first + len(values))
-            rows, values, indices = ids[part][keep[part]], values[keep[part]], indices[keep[part]]
+            row_ids, values, indices = ids[part][keep[part]], values[keep[part]], indices[keep[part]]
             settle = k if values.shape[1] == take else values.shape[1] - 1
-            query, itself = embeddings[rows.to(embeddings.device)], rows.to(embeddings.device)
-            lists.append((rows, knn.first_k_settled(values, back[indices], settle, query, embeddings, metric, itself,
-                                                    twins)))
+            itself = row_ids.to(embeddings.device)
+            lists.append((row_ids, knn.first_k_settled(values, back[indices], settle, embeddings[itself], embeddings,
+                                                       metric, itself, twins)))
     if counter is None:
         return lists, None
     ranks = GroupRank(*(torch.empty_like(rank).index_copy_(0, back, rank) for rank in counter.ranks()))
