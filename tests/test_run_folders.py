@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from dml_bench.runtime import run_claim
 from dml_bench.runtime.errors import UserError
@@ -94,6 +95,21 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):
     seeds = sorted((day / name / ".hydra" / "overrides.yaml").read_text().count("seed=1") for name in
                    ("10-00-00", "10-00-00-1"))
     assert seeds == [0, 1]  # each folder holds one run's config
+
+
+def test_a_multirun_started_in_the_same_second_as_another_gets_a_sweep_folder_of_its_own(tmp_path):
+    """Another sweep claimed the timestamped folder first (its job 0 finished there): this multirun
+    takes TIME-1 and its job runs there (refused once the folder is claimed); the other's files stay."""
+    first = tmp_path / "outputs" / "multirun" / "2026-12-06" / "10-00-00"
+    before = finished_run(first / "0")
+    train("-m", "dataset=csv", f"dataset.root={tiny_csv(tmp_path / 'data')}", "seed=1", "trainer.epochs=-1",
+          cwd=tmp_path, env={"DML_BENCH_START_TIME": "2026-12-06T10:00:00"})
+    assert {path: path.read_bytes() for path in first.rglob("*") if path.is_file()} == before
+    second = first.with_name("10-00-00-1")
+    assert (second / "multirun.yaml").is_file()
+    job = yaml.safe_load((second / "0" / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    assert job["sweep"]["dir"] == "outputs/multirun/2026-12-06/10-00-00-1" and "seed=1" in job["overrides"]["task"]
+    assert sorted(path.name for path in first.parent.iterdir()) == ["10-00-00", "10-00-00-1"]
 
 
 def hold_in_another_process(run):

@@ -5,7 +5,8 @@
   folder's ``.hydra/`` (``RunFolderGuard``) and again where the run starts (a multirun's job).
 - Runs started in the same second get distinct default folders: the timestamped folder is
   created with ``mkdir``, which one process alone can do, and the others take ``NAME-1``,
-  ``NAME-2``... (``claim_new_folder``). The ranks of a torchrun launch share rank 0's.
+  ``NAME-2``... (``claim_new_folder``). The ranks of a torchrun launch share rank 0's. So do
+  multiruns their default sweep folders.
 - The process that trains or resumes in a run folder holds an exclusive ``flock`` on its
   ``.dml_bench.lock`` until it ends (released by the kernel if it is killed), and a second trainer
   gets an error naming the holder. Evaluating a checkpoint takes no lock: it writes only its
@@ -22,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from hydra.core.override_parser.types import Quote, QuotedString
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -122,10 +124,29 @@ def _share(folder: str | None) -> str | None:
 class RunFolderGuard(Callback):
     """Before Hydra writes a single run's folder (configs/train.yaml registers it; ``claim: false``
     in configs/evaluate.yaml): the default timestamped folder is claimed, another folder checked
-    and locked. Hydra turns a callback's exception into a warning, hence the exit."""
+    and locked; before a multirun starts, its default timestamped sweep folder is claimed. Hydra
+    turns a callback's exception into a warning, hence the exit."""
 
     def __init__(self, claim: bool = True):
         self.claim = claim
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        """The sweep folder claimed (a folder given by ``hydra.sweep.dir`` is left as it is: a
+        search's workers share theirs). Hydra composes each job's config anew from the command's
+        overrides, so the claimed folder becomes one of them."""
+        if not self.claim or "dml_bench.now" not in str(OmegaConf.to_container(config.hydra.sweep,
+                                                                                 resolve=False)["dir"]):
+            return
+        try:
+            claimed = str(claim_new_folder(Path(OmegaConf.select(config, "hydra.sweep.dir"))))
+        except UserError as error:
+            print(f"\nError: {error}", file=sys.stderr)
+            sys.exit(1)
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.sweep.dir = claimed
+            config.hydra.overrides.hydra = [override for override in config.hydra.overrides.hydra
+                                            if not override.startswith("hydra.sweep.dir=")]
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={QuotedString(claimed, Quote.single).with_quotes()}")
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         if not self.claim:
