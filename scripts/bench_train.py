@@ -70,15 +70,15 @@ def main(argv=None) -> int:
     # One CPU thread is timed by its CPU time (steady on a shared machine); a GPU by wall time.
     clock = time.process_time if device.type == "cpu" and args.threads == 1 else time.perf_counter
     with tempfile.TemporaryDirectory(prefix="bench_train_") as scratch:  # the Trainers' TensorBoard files
-        runs = Path(scratch)
+        scratch = Path(scratch)
         overhead = interleaved_rates({
             "bare PyTorch loop": bare_loop(bare_model, bare_loss, batches, **options),
-            "dml_bench Trainer": trainer_epochs(our_model, our_loss, batches, runs / "overhead", **options),
+            "dml_bench Trainer": trainer_epochs(our_model, our_loss, batches, scratch, **options),
         }, args.rounds, clock)
         costs = {}
-        for index, name in enumerate(LOSSES):
+        for name in LOSSES:
             step_model, loss, miner = copies(name)
-            costs[name] = trainer_epochs(step_model, loss, batches, runs / f"loss{index}", miner=miner, **options)
+            costs[name] = trainer_epochs(step_model, loss, batches, scratch, miner=miner, **options)
         costs = interleaved_rates(costs, args.rounds, clock)
 
     setting = (f"{args.arch} at {args.image_size}x{args.image_size}, batch {args.batch_size}, {device}, "

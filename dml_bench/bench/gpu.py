@@ -37,8 +37,7 @@ def training_rows(steps: int, rounds: int, device: torch.device, arch="resnet50"
         options = {"device": device, "amp_dtype": amp, "channels_last": channels_last}
         if bare:
             return train_step.bare_loop(model, loss.to(device), batches, **options)
-        run_dir = Path(tempfile.mkdtemp(dir=scratch.name))
-        return train_step.trainer_epochs(model, loss.to(device), batches, run_dir, miner=miner, **options)
+        return train_step.trainer_epochs(model, loss.to(device), batches, Path(scratch.name), miner=miner, **options)
 
     bf16 = torch.bfloat16
     with scratch:

@@ -4,6 +4,7 @@ Batches are made in memory (random uint8 images, labels with ``m`` images per cl
 pairs), so the figures measure the step (forward, loss, backward, optimizer), not decoding.
 """
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,10 +93,11 @@ def bare_loop(model, loss, batches: list[Batch], device, amp_dtype=None, channel
     return run
 
 
-def trainer_epochs(model, loss, batches: list[Batch], run_dir: Path, device, amp_dtype=None, channels_last=False,
+def trainer_epochs(model, loss, batches: list[Batch], scratch: Path, device, amp_dtype=None, channels_last=False,
                    miner=None) -> Callable[[], int]:
-    """One ``Trainer.train_one_epoch`` over ``batches`` per call, TensorBoard logging into ``run_dir``
-    included (a folder the caller removes)."""
+    """One ``Trainer.train_one_epoch`` over ``batches`` per call, TensorBoard logging included, into
+    a new run folder inside ``scratch`` (a folder the caller removes)."""
+    run_dir = Path(tempfile.mkdtemp(dir=scratch))
     settings = TrainerSettings(run_dir=run_dir, epochs=1, device=device, amp_dtype=amp_dtype,
                                channels_last=channels_last, progress=False)
     recorder = TensorBoard(run_dir / "tb")
