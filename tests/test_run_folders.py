@@ -12,8 +12,9 @@ import time
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
-from dml_bench.runtime import run_claim
+from dml_bench.runtime import run_claim, run_folder
 from dml_bench.runtime.errors import UserError
 from dml_bench.runtime.files import atomic_write_text, temporary_name
 from tests.helpers.config import ROOT
@@ -110,6 +111,23 @@ def test_a_multirun_started_in_the_same_second_as_another_gets_a_sweep_folder_of
     job = yaml.safe_load((second / "0" / ".hydra" / "hydra.yaml").read_text())["hydra"]
     assert job["sweep"]["dir"] == "outputs/multirun/2026-12-06/10-00-00-1" and "seed=1" in job["overrides"]["task"]
     assert sorted(path.name for path in first.parent.iterdir()) == ["10-00-00", "10-00-00-1"]
+
+
+def test_a_sweep_folder_named_by_the_time_is_claimed_and_its_override_replaced(tmp_path, monkeypatch):
+    """A ``hydra.sweep.dir`` that names the start time is claimed as the default one is; the
+    override that gave it, however written (``++``), gives way to the claimed folder's, and the
+    other overrides stay as typed (``${seed}`` is each job's own)."""
+    run_folder.register()
+    monkeypatch.setenv("DML_BENCH_START_TIME", "2026-12-06T10:00:00")
+    (tmp_path / "sweeps" / "10-00-00").mkdir(parents=True)  # another sweep's
+    pattern = f"{tmp_path}/sweeps/${{dml_bench.now:%H-%M-%S}}"
+    typed = ["hydra.mode=MULTIRUN", "hydra.sweep.subdir=s${seed}", f"++hydra.sweep.dir={pattern}"]
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": pattern}, "overrides": {"hydra": typed}}})
+    run_claim.RunFolderGuard().on_multirun_start(config)
+    claimed = f"{tmp_path}/sweeps/10-00-00-1"
+    assert config.hydra.sweep.dir == claimed
+    assert OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False) == [
+        "hydra.mode=MULTIRUN", "hydra.sweep.subdir=s${seed}", f"hydra.sweep.dir='{claimed}'"]
 
 
 def hold_in_another_process(run):

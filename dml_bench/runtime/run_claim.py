@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Quote, QuotedString
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -131,9 +132,10 @@ class RunFolderGuard(Callback):
         self.claim = claim
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        """The sweep folder claimed (a folder given by ``hydra.sweep.dir`` is left as it is: a
-        search's workers share theirs). Hydra composes each job's config anew from the command's
-        overrides, so the claimed folder becomes one of them."""
+        """The sweep folder claimed where its name holds the start time (``dml_bench.now``, as the
+        default's does); a fixed ``hydra.sweep.dir`` is left as it is: a search's workers share
+        theirs. Hydra composes each job's config anew from the command's overrides, so the claimed
+        folder becomes one of them."""
         if not self.claim or "dml_bench.now" not in str(OmegaConf.to_container(config.hydra.sweep,
                                                                                  resolve=False)["dir"]):
             return
@@ -144,9 +146,12 @@ class RunFolderGuard(Callback):
             sys.exit(1)
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra.sweep.dir = claimed
-            config.hydra.overrides.hydra = [override for override in config.hydra.overrides.hydra
-                                            if not override.startswith("hydra.sweep.dir=")]
-            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={QuotedString(claimed, Quote.single).with_quotes()}")
+            # as typed: an interpolation such as hydra.sweep.subdir=${seed} is each job's to resolve
+            given = OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)
+            kept = [o.input_line for o in OverridesParser.create().parse_overrides(given)
+                    if o.key_or_group != "hydra.sweep.dir"]
+            claimed_override = f"hydra.sweep.dir={QuotedString(claimed, Quote.single).with_quotes()}"
+            config.hydra.overrides.hydra = [*kept, claimed_override]
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         if not self.claim:
